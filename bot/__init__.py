@@ -1,0 +1,1 @@
+"""Quotebot: answers questions by quoting stored articles word for word."""

@@ -1,0 +1,1 @@
+"""The question-answering core: articles, sentences, index, answers, storage. No Discord here."""

@@ -1,0 +1,70 @@
+"""Records that move through the core: an article to store, a stored one, its sentences."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+GLOBAL_SCOPE = 0
+"""Scope of articles answered everywhere (shipped corpus, owner imports). Guild ids are never 0."""
+
+
+class ArticleError(ValueError):
+    """Input a user can fix: the message is short and safe to show them."""
+
+
+class DuplicateArticle(ArticleError):
+    def __init__(self, existing_id: int) -> None:
+        super().__init__(f"That article is already stored (id {existing_id}).")
+        self.existing_id = existing_id
+
+
+@dataclass(slots=True)
+class ArticleDraft:
+    """A parsed article before it is stored. `body` is the cleaned story text, paragraphs
+    separated by blank lines; the headline lives in `title` only, so it is indexed once."""
+
+    title: str
+    body: str
+    source: str | None = None
+    author: str | None = None
+    url: str | None = None
+    published: str | None = None
+    caption: str | None = None
+
+    def content_hash(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(" ".join(self.title.split()).casefold().encode())
+        digest.update(b"\0")
+        digest.update(" ".join(self.body.split()).encode())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceRecord:
+    """One stored sentence. `kind` is "title", "caption" or "body"; offsets index the title
+    (kind "title") or the body, so `source_text[start:end] == text`."""
+
+    seq: int
+    paragraph: int
+    kind: str
+    start: int
+    end: int
+    text: str
+    tokens: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleInfo:
+    """A stored article's metadata, as listed and shown."""
+
+    id: int
+    scope: int
+    title: str
+    source: str | None
+    author: str | None
+    url: str | None
+    published: str | None
+    caption: str | None
+    added_by: str | None
+    added_at: str
+    sentence_count: int

@@ -1,0 +1,244 @@
+"""Bytes in, article drafts out: plain text, Markdown (+ YAML front matter), HTML, JSON Lines.
+
+The format is detected from the content first and the file name second, so a `.txt` that
+holds HTML is read as HTML and a `.html` that holds a PNG is refused.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .articles import ArticleDraft, ArticleError
+from .cleaning import clean_text
+from .export import EXPORT_FORMAT
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("text", "markdown", "html", "jsonl")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.S)
+_HTML_SNIFF = re.compile(r"<(?:!doctype\s+html|html|head|body|article|p|div)[\s>]", re.I)
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1")
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """What an admin may give to override what is parsed."""
+
+    title: str | None = None
+    source: str | None = None
+    author: str | None = None
+    url: str | None = None
+    published: str | None = None
+
+    def as_kwargs(self) -> dict[str, str | None]:
+        return {
+            "title": self.title,
+            "source": self.source,
+            "author": self.author,
+            "url": self.url,
+            "published": self.published,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedItem:
+    """One article of an import, or why it could not be read. `where` names it for messages."""
+
+    where: str
+    draft: ArticleDraft | None = None
+    error: str | None = None
+    # Set only by our own export format, which records where each article belongs.
+    scope: int | None = None
+
+
+def decode(data: bytes, name: str) -> str:
+    if not data.strip():
+        raise ArticleError(f"{name} is empty.")
+    if b"\x00" in data[:8192]:
+        raise ArticleError(f"{name} is a binary file, not text.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ArticleError(f"{name} is not UTF-8 text (bad byte at offset {exc.start}).") from None
+    controls = sum(1 for ch in text[:8192] if ord(ch) < 32 and ch not in "\n\r\t\f")
+    if controls > 8:
+        raise ArticleError(f"{name} looks like a binary file, not text.")
+    return text
+
+
+def detect_format(text: str, name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    head = text.lstrip()[:4096]
+    if head.startswith("{") and _looks_like_jsonl(text):
+        return "jsonl"
+    if _HTML_SNIFF.search(head):
+        return "html"
+    if suffix in (".md", ".markdown") or _FRONT_MATTER.match(text):
+        return "markdown"
+    if suffix in (".html", ".htm"):
+        return "html"
+    return "text"
+
+
+def _looks_like_jsonl(text: str) -> bool:
+    for line in text.splitlines()[:5]:
+        if line.strip():
+            try:
+                return isinstance(json.loads(line), dict)
+            except ValueError:
+                return False
+    return False
+
+
+def parse_bytes(data: bytes, name: str, meta: Metadata = Metadata(), *, max_bytes: int) -> list[ParsedItem]:
+    """Every article in one file's bytes. A whole-file problem raises ArticleError; a bad line
+    of a JSON Lines file becomes a ParsedItem with its error so the rest still load."""
+    text = decode(data, name)
+    fmt = detect_format(text, name)
+    if fmt == "jsonl":
+        return list(parse_jsonl(text, name, max_bytes=max_bytes))
+    if len(data) > max_bytes:
+        raise ArticleError(f"{name} is {len(data):,} bytes; the limit for one article is {max_bytes:,}.")
+    return [ParsedItem(name, draft=parse_text(text, fmt, meta))]
+
+
+def parse_text(text: str, fmt: str, meta: Metadata = Metadata()) -> ArticleDraft:
+    if fmt == "html":
+        return parse_html(text, meta)
+    if fmt == "markdown":
+        return parse_markdown(text, meta)
+    return clean_text(text, **meta.as_kwargs())
+
+
+def parse_markdown(text: str, meta: Metadata = Metadata()) -> ArticleDraft:
+    front: dict = {}
+    match = _FRONT_MATTER.match(text)
+    if match:
+        try:
+            loaded = yaml.safe_load(match.group(1))
+        except yaml.YAMLError:
+            raise ArticleError("The front matter is not valid YAML.") from None
+        front = loaded if isinstance(loaded, dict) else {}
+        text = text[match.end() :]
+    title = meta.title or _str(front.get("title"))
+    lines = []
+    for line in text.splitlines():
+        heading = re.match(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            if title is None and heading.group(1) == "#":
+                title = heading.group(2)
+                continue
+            line = heading.group(2)
+        line = _MD_LINK.sub(r"\1", line)
+        line = _MD_EMPHASIS.sub(r"\2", line)
+        lines.append(line)
+    return clean_text(
+        "\n".join(lines),
+        title=title,
+        source=meta.source or _str(front.get("source")),
+        author=meta.author or _str(front.get("author")),
+        url=meta.url or _str(front.get("url")),
+        published=meta.published or _str(front.get("published") or front.get("date")),
+    )
+
+
+def parse_html(html: str, meta: Metadata = Metadata()) -> ArticleDraft:
+    import trafilatura  # heavy import: only when an HTML article arrives
+
+    try:
+        doc = trafilatura.bare_extraction(
+            html, url=meta.url, with_metadata=True, include_comments=False, include_tables=False, favor_precision=True
+        )
+    except Exception:  # trafilatura raises a zoo of lxml errors on broken pages
+        log.info("HTML extraction failed", exc_info=True)
+        doc = None
+    text = getattr(doc, "text", None) if doc is not None else None
+    if not text or not text.strip():
+        raise ArticleError("No article text could be extracted from that HTML.")
+    # trafilatura puts one paragraph per line; blank lines make them paragraphs for us.
+    text = "\n\n".join(line for line in text.splitlines() if line.strip())
+    return clean_text(
+        text,
+        title=meta.title or _str(getattr(doc, "title", None)),
+        source=meta.source or _str(getattr(doc, "sitename", None)),
+        author=meta.author or _str(getattr(doc, "author", None)),
+        url=meta.url or _str(getattr(doc, "url", None)),
+        published=meta.published or _str(getattr(doc, "date", None)),
+    )
+
+
+def parse_jsonl(text: str, name: str, *, max_bytes: int):
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            if len(line.encode()) > max_bytes:
+                raise ArticleError(f"the article is larger than the limit of {max_bytes:,} bytes")
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise ArticleError("not valid JSON") from None
+            if not isinstance(record, dict):
+                raise ArticleError("not a JSON object")
+            body = record.get("text")
+            if not isinstance(body, str) or not body.strip():
+                raise ArticleError('no "text"')
+            if record.get("format") == EXPORT_FORMAT:
+                # Our own export: already clean, so it is taken exactly as it was stored.
+                yield ParsedItem(where, draft=_exported_draft(record), scope=_scope(record.get("scope")))
+                continue
+            draft = clean_text(
+                body,
+                title=_str(record.get("title")),
+                source=_str(record.get("source")),
+                author=_str(record.get("author")),
+                url=_str(record.get("url")),
+                published=_str(record.get("published")),
+            )
+            if isinstance(record.get("caption"), str):
+                draft.caption = record["caption"]
+            yield ParsedItem(where, draft=draft)
+        except ArticleError as exc:
+            yield ParsedItem(where, error=str(exc))
+
+
+def _exported_draft(record: dict) -> ArticleDraft:
+    title = _str(record.get("title"))
+    if not title:
+        raise ArticleError('no "title"')
+    return ArticleDraft(
+        title=record["title"],
+        body=record["text"],
+        source=record.get("source"),
+        author=record.get("author"),
+        url=record.get("url"),
+        published=record.get("published"),
+        caption=record.get("caption"),
+    )
+
+
+def _scope(value: object) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def read_file(path: Path, *, max_bytes: int, bulk_max_bytes: int) -> bytes:
+    """A file's bytes, refusing oversize files before reading them whole."""
+    size = path.stat().st_size
+    limit = bulk_max_bytes if path.suffix.lower() == ".jsonl" else max_bytes
+    if size > limit:
+        raise ArticleError(f"{path.name} is {size:,} bytes; the limit is {limit:,}.")
+    return path.read_bytes()
+
+
+def _str(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,344 @@
+"""The library: where a question is answered and where articles come in and go out.
+
+Every skin (console, command line, Discord, benchmarks) talks to this class. CPU work
+(splitting, tokenising, indexing, scoring) runs in worker threads; storage through aiosqlite.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Passage, QuestionError
+from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord
+from .bm25_index import BM25Index
+from .fetch import FetchPolicy, fetch_page
+from .importers import Metadata, ParsedItem, parse_bytes, read_file
+from .retrieval import Hit, Retriever
+from .sentences import article_sentences
+from .storage import ArticleStore, IndexRow, StoredSentence, paragraph_key
+from .tokens import normalise, tokenize
+
+log = logging.getLogger(__name__)
+
+IMPORTABLE_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".jsonl"}
+
+# A sentence is quoted only when it holds this share of the question's distinct terms and
+# scores at least this share of the best sentence: below that it is likely unrelated.
+MIN_COVERAGE = 0.34
+MIN_RELATIVE_SCORE = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_question_chars: int = 500
+    max_article_bytes: int = 2_000_000
+    max_bulk_file_bytes: int = 2_000_000_000
+    max_articles_per_scope: int = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    article: ArticleInfo
+    sentence_count: int
+
+
+@dataclass(slots=True)
+class ImportSummary:
+    added: list[Added] = field(default_factory=list)
+    duplicates: list[tuple[str, int]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"added {len(self.added)}, duplicates {len(self.duplicates)}, failed {len(self.failed)}"
+
+
+def scopes_for(guild_id: int | None) -> tuple[int, ...]:
+    """Scopes answered in a server (its own and global) or in DMs (global only)."""
+    return (GLOBAL_SCOPE,) if guild_id is None else (GLOBAL_SCOPE, guild_id)
+
+
+class Library:
+    def __init__(self, store: ArticleStore, retriever: Retriever, limits: Limits, top_k: int = 3) -> None:
+        self.store = store
+        self.retriever = retriever
+        self.limits = limits
+        self.top_k = top_k
+        self._cache_path = _cache_path(store.path)
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        db_path: Path | str,
+        *,
+        limits: Limits = Limits(),
+        top_k: int = 3,
+        corpus_dir: Path | None = None,
+    ) -> Library:
+        """Open the store, load or build the index, and import `corpus_dir` into a new library."""
+        store = await ArticleStore.open(db_path)
+        try:
+            library = cls(store, Retriever(), limits, top_k)
+            if corpus_dir is not None and await store.generation() == 0 and corpus_dir.is_dir():
+                summary = await library.import_paths([corpus_dir], scope=GLOBAL_SCOPE, added_by="corpus")
+                log.info("Imported the shipped corpus: %s", summary.line())
+            await library._load_index()
+        except BaseException:
+            await store.close()
+            raise
+        return library
+
+    async def close(self) -> None:
+        await self.save_index()
+        await self.store.close()
+
+    async def _load_index(self) -> None:
+        stamp = str(await self.store.generation())
+        index = None
+        if self._cache_path is not None:
+            index = await asyncio.to_thread(BM25Index.load, self._cache_path, stamp)
+        if index is not None and len(index) == 0 and await self.store.count_articles() > 0:
+            index = None
+        if index is not None:
+            self.retriever = Retriever(index)
+            log.info("Loaded the index of %d sentences from %s", len(index), self._cache_path)
+            return
+        retriever = Retriever()
+        async for rows in self.store.iter_index_rows():
+            await asyncio.to_thread(retriever.add, rows)
+        self.retriever = retriever
+        log.info("Built the index of %d sentences", len(retriever))
+        await self.save_index()
+
+    async def save_index(self) -> None:
+        if self._cache_path is None:
+            return
+        stamp = str(await self.store.generation())
+        try:
+            await asyncio.to_thread(self.retriever.index.save, self._cache_path, stamp)
+        except OSError:
+            # The cache is an optimisation: the database stays the truth.
+            log.warning("Could not write the index cache %s", self._cache_path, exc_info=True)
+
+    # --- questions ----------------------------------------------------------------------------
+
+    async def ask(self, question: str, *, guild_id: int | None = None, top_k: int | None = None) -> Answer:
+        question = " ".join((question or "").split())
+        if not question:
+            raise QuestionError("Ask a question, for example: who released the footage?")
+        if len(question) > self.limits.max_question_chars:
+            raise QuestionError(f"That question is too long ({len(question)} characters; the limit is {self.limits.max_question_chars}).")
+        k = top_k or self.top_k
+        terms = await asyncio.to_thread(tokenize, question)
+        if not terms:
+            return Answer(question, (), frozenset(), ONLY_COMMON_WORDS)
+        hits = await asyncio.to_thread(self.retriever.search, terms, max(30, k * 10), scopes_for(guild_id))
+        passages = await self._compose(terms, hits, k)
+        return Answer(question, tuple(passages), frozenset(terms), None if passages else NOTHING_MATCHES)
+
+    async def _compose(self, terms: Sequence[str], hits: list[Hit], k: int) -> list[Passage]:
+        if not hits:
+            return []
+        sentences = await self.store.sentences_by_ids(h.sentence_id for h in hits)
+        wanted = set(terms)
+        best = hits[0].score
+        seen_texts: set[str] = set()
+        chosen: list[list[tuple[StoredSentence, float]]] = []
+        for hit in hits:
+            s = sentences.get(hit.sentence_id)
+            if s is None:  # removed between ranking and reading
+                continue
+            if hit.score < best * MIN_RELATIVE_SCORE:
+                break
+            coverage = len(wanted.intersection(s.tokens.split())) / len(wanted)
+            if coverage < MIN_COVERAGE:
+                continue
+            key = " ".join(normalise(s.text).split())
+            if key in seen_texts:
+                continue
+            seen_texts.add(key)
+            group = next((g for g in chosen if _adjacent(g, s)), None)
+            if group is not None:
+                group.append((s, hit.score))
+            elif len(chosen) < k:
+                chosen.append([(s, hit.score)])
+        if not chosen:
+            return []
+        articles = await self.store.articles_by_ids(g[0][0].article_id for g in chosen)
+        passages = []
+        for group in chosen:
+            group.sort(key=lambda pair: pair[0].seq)
+            info = articles.get(group[0][0].article_id)
+            if info is None:
+                continue
+            text = await self._passage_text(group)
+            passages.append(
+                Passage(
+                    article_id=info.id,
+                    title=info.title,
+                    source=info.source,
+                    url=info.url,
+                    published=info.published,
+                    text=text,
+                    score=round(max(score for _, score in group), 6),
+                    sentence_ids=tuple(s.id for s, _ in group),
+                )
+            )
+        return passages
+
+    async def _passage_text(self, group: list[tuple[StoredSentence, float]]) -> str:
+        if len(group) == 1:
+            return group[0][0].text
+        # Adjacent sentences are quoted with the stored text between them, so the passage is verbatim.
+        first, last = group[0][0], group[-1][0]
+        stored = await self.store.article_text(first.article_id)
+        if stored is None:
+            return " ".join(s.text for s, _ in group)
+        return stored[1][first.start : last.end]
+
+    # --- articles in and out --------------------------------------------------------------------
+
+    async def add_draft(self, draft: ArticleDraft, *, scope: int, added_by: str | None) -> Added:
+        if scope != GLOBAL_SCOPE and await self.store.count_articles(scope) >= self.limits.max_articles_per_scope:
+            raise ArticleError(f"This server already has {self.limits.max_articles_per_scope:,} articles, the limit.")
+        records = await asyncio.to_thread(article_sentences, draft.title, draft.body, draft.caption)
+        if not any(r.tokens for r in records):
+            raise ArticleError("The article has no searchable words.")
+        article_id, ids = await self.store.add_article(draft, records, scope=scope, added_by=added_by)
+        await asyncio.to_thread(self.retriever.add, _index_rows(article_id, scope, ids, records))
+        info = await self.store.get_article(article_id)
+        assert info is not None
+        return Added(info, len(records))
+
+    async def add_bytes(
+        self, data: bytes, name: str, *, scope: int, added_by: str | None, meta: Metadata = Metadata()
+    ) -> ImportSummary:
+        """Pasted text or an uploaded file. Whole-input problems raise ArticleError."""
+        items = await asyncio.to_thread(parse_bytes, data, name, meta, max_bytes=self.limits.max_article_bytes)
+        summary = ImportSummary()
+        for item in items:
+            await self._add_item(item, scope, added_by, summary)
+        return summary
+
+    async def add_url(
+        self, url: str, *, scope: int, added_by: str | None, policy: FetchPolicy, meta: Metadata = Metadata()
+    ) -> ImportSummary:
+        """Fetch a page (HTML or plain text) and import it like a file. Raises ArticleError."""
+        page = await fetch_page(url, policy)
+        meta = Metadata(meta.title, meta.source, meta.author, meta.url or page.final_url, meta.published)
+        return await self.add_bytes(page.data, page.name, scope=scope, added_by=added_by, meta=meta)
+
+    async def _add_item(
+        self, item: ParsedItem, scope: int, added_by: str | None, summary: ImportSummary, preserve_scope: bool = False
+    ) -> None:
+        if item.draft is None:
+            summary.failed.append((item.where, item.error or "unreadable"))
+            return
+        if item.scope is not None and preserve_scope:
+            scope = item.scope
+        try:
+            summary.added.append(await self.add_draft(item.draft, scope=scope, added_by=added_by))
+        except DuplicateArticle as exc:
+            summary.duplicates.append((item.where, exc.existing_id))
+        except ArticleError as exc:
+            summary.failed.append((item.where, str(exc)))
+
+    async def import_paths(
+        self,
+        paths: Iterable[Path],
+        *,
+        scope: int,
+        added_by: str | None,
+        progress: Callable[[int], None] | None = None,
+        preserve_scope: bool = False,
+    ) -> ImportSummary:
+        """Files and folders (recursively); a bad file is reported and the rest carry on.
+        `preserve_scope`: articles from our own export go back to the scope they came from."""
+        summary = ImportSummary()
+        for path in await asyncio.to_thread(collect_files, list(paths)):
+            try:
+                data = await asyncio.to_thread(
+                    read_file, path, max_bytes=self.limits.max_article_bytes, bulk_max_bytes=self.limits.max_bulk_file_bytes
+                )
+                items = await asyncio.to_thread(
+                    parse_bytes, data, str(path), _sidecar_meta(path), max_bytes=self.limits.max_article_bytes
+                )
+            except (ArticleError, OSError) as exc:
+                summary.failed.append((str(path), str(exc) if isinstance(exc, ArticleError) else exc.strerror or str(exc)))
+                if progress:
+                    progress(1)
+                continue
+            for item in items:
+                await self._add_item(item, scope, added_by, summary, preserve_scope)
+            if progress:
+                progress(1)
+        return summary
+
+    async def remove(self, article_id: int, *, scopes: Sequence[int] | None) -> ArticleInfo:
+        """Remove an article the caller manages (`scopes` None: any). Raises ArticleError if not found."""
+        info = await self.store.get_article(article_id)
+        if info is None or (scopes is not None and info.scope not in scopes):
+            raise ArticleError(f"No article {article_id} here.")
+        ids = await self.store.remove_article(article_id)
+        await asyncio.to_thread(self.retriever.remove, ids)
+        return info
+
+    async def get(self, article_id: int, *, scopes: Sequence[int] | None) -> ArticleInfo:
+        info = await self.store.get_article(article_id)
+        if info is None or (scopes is not None and info.scope not in scopes):
+            raise ArticleError(f"No article {article_id} here.")
+        return info
+
+    async def first_sentences(self, article_id: int, n: int = 3) -> list[str]:
+        return [s.text for s in await self.store.sentences_of(article_id, limit=n + 1) if s.kind != "title"][:n]
+
+    async def list(self, *, scopes: Sequence[int] | None, page: int = 1, per_page: int = 10) -> list[ArticleInfo]:
+        return await self.store.list_articles(scopes, limit=per_page, offset=max(0, page - 1) * per_page)
+
+
+def _adjacent(group: list[tuple[StoredSentence, float]], s: StoredSentence) -> bool:
+    return any(
+        g.article_id == s.article_id and g.paragraph == s.paragraph and g.kind == s.kind and abs(g.seq - s.seq) == 1
+        for g, _ in group
+    )
+
+
+def _index_rows(article_id: int, scope: int, ids: Sequence[int], records: Sequence[SentenceRecord]) -> list[IndexRow]:
+    return [IndexRow(i, scope, paragraph_key(article_id, r.paragraph), r.tokens) for i, r in zip(ids, records)]
+
+
+def collect_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMPORTABLE_SUFFIXES)
+            )
+        else:
+            files.append(path)
+    return files
+
+
+def _sidecar_meta(path: Path) -> Metadata:
+    """Metadata shipped beside a plain-text file as `NAME.meta.json` (how corpus/ documents its seed)."""
+    import json
+
+    sidecar = path.with_name(path.name + ".meta.json")
+    if not sidecar.is_file():
+        return Metadata()
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("Ignoring unreadable metadata file %s", sidecar)
+        return Metadata()
+    return Metadata(**{k: str(v) for k, v in data.items() if k in Metadata.__slots__ and v})
+
+
+def _cache_path(db_path: Path) -> Path | None:
+    if str(db_path) == ":memory:":
+        return None
+    return db_path.with_name(db_path.name + ".index")

@@ -1,0 +1,350 @@
+"""The article store: SQLite through aiosqlite, WAL, foreign keys, versioned migrations.
+
+One connection writes (behind a lock, one transaction per article, so an article is stored
+with all of its sentences or not at all); a second one reads, so a question never sees a
+write that is half-way through.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiosqlite
+
+from .articles import ArticleDraft, ArticleInfo, DuplicateArticle, SentenceRecord
+
+log = logging.getLogger(__name__)
+
+# Each entry moves the schema one version up; never edit a released entry, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE articles (
+        id INTEGER PRIMARY KEY,
+        scope INTEGER NOT NULL DEFAULT 0,
+        title TEXT NOT NULL,
+        source TEXT,
+        author TEXT,
+        url TEXT,
+        published TEXT,
+        caption TEXT,
+        body TEXT NOT NULL,
+        added_by TEXT,
+        added_at TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        sentence_count INTEGER NOT NULL,
+        UNIQUE (scope, content_hash)
+    );
+    CREATE INDEX articles_scope ON articles (scope, id);
+    CREATE TABLE sentences (
+        id INTEGER PRIMARY KEY,
+        article_id INTEGER NOT NULL REFERENCES articles (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        paragraph INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        "end" INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        tokens TEXT NOT NULL,
+        UNIQUE (article_id, seq)
+    );
+    CREATE TABLE library_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO library_state (key, value) VALUES ('generation', 0);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (locked, full, corrupt, from a newer version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSentence:
+    id: int
+    article_id: int
+    seq: int
+    paragraph: int
+    kind: str
+    start: int
+    end: int
+    text: str
+    tokens: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    sentence_id: int
+    scope: int
+    paragraph_key: int
+    tokens: tuple[str, ...]
+
+
+_ARTICLE_COLUMNS = (
+    "id, scope, title, source, author, url, published, caption, added_by, added_at, sentence_count"
+)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None, timeout=10)
+    await conn.execute("PRAGMA foreign_keys = ON")
+    await conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+class ArticleStore:
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str) -> ArticleStore:
+        path = Path(path)
+        if str(path) != ":memory:":
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        try:
+            writer = await _connect(path)
+            await writer.execute("PRAGMA journal_mode = WAL")
+            await writer.execute("PRAGMA synchronous = NORMAL")
+            await _migrate(writer)
+            reader = await _connect(path)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"Cannot open the library database {path}: {exc}") from exc
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self._reader.close()
+            await self._writer.close()
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def add_article(
+        self,
+        draft: ArticleDraft,
+        sentences: Sequence[SentenceRecord],
+        *,
+        scope: int,
+        added_by: str | None,
+    ) -> tuple[int, list[int]]:
+        """Store the article and all its sentences in one transaction: (article id, sentence ids)."""
+        content_hash = draft.content_hash()
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                async with self._writer.execute(
+                    "SELECT id FROM articles WHERE scope = ? AND content_hash = ?", (scope, content_hash)
+                ) as cur:
+                    row = await cur.fetchone()
+                if row:
+                    raise DuplicateArticle(row[0])
+                cur = await self._writer.execute(
+                    "INSERT INTO articles (scope, title, source, author, url, published, caption, body,"
+                    " added_by, added_at, content_hash, sentence_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        scope, draft.title, draft.source, draft.author, draft.url, draft.published,
+                        draft.caption, draft.body, added_by, _now(), content_hash, len(sentences),
+                    ),
+                )
+                article_id = cur.lastrowid
+                assert article_id is not None
+                await self._writer.executemany(
+                    'INSERT INTO sentences (article_id, seq, paragraph, kind, start, "end", text, tokens)'
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    [
+                        (article_id, s.seq, s.paragraph, s.kind, s.start, s.end, s.text, " ".join(s.tokens))
+                        for s in sentences
+                    ],
+                )
+                await self._bump_generation()
+                async with self._writer.execute(
+                    "SELECT id FROM sentences WHERE article_id = ? ORDER BY seq", (article_id,)
+                ) as cur:
+                    ids = [r[0] for r in await cur.fetchall()]
+                await self._writer.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+        return article_id, ids
+
+    async def remove_article(self, article_id: int) -> list[int]:
+        """Delete an article and its sentences; the removed sentence ids (empty if none)."""
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                async with self._writer.execute(
+                    "SELECT id FROM sentences WHERE article_id = ?", (article_id,)
+                ) as cur:
+                    ids = [r[0] for r in await cur.fetchall()]
+                cur = await self._writer.execute("DELETE FROM articles WHERE id = ?", (article_id,))
+                if cur.rowcount:
+                    await self._bump_generation()
+                await self._writer.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+        return ids if cur.rowcount else []
+
+    async def _bump_generation(self) -> None:
+        await self._writer.execute("UPDATE library_state SET value = value + 1 WHERE key = 'generation'")
+
+    async def _rollback(self) -> None:
+        try:
+            await self._writer.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.warning("Rollback failed", exc_info=True)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def generation(self) -> int:
+        async with self._reader.execute("SELECT value FROM library_state WHERE key = 'generation'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def count_articles(self, scope: int | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM articles", ()
+        if scope is not None:
+            sql, args = sql + " WHERE scope = ?", (scope,)
+        async with self._reader.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return int(row[0])
+
+    async def get_article(self, article_id: int) -> ArticleInfo | None:
+        async with self._reader.execute(
+            f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id = ?", (article_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return ArticleInfo(*row) if row else None
+
+    async def articles_by_ids(self, ids: Iterable[int]) -> dict[int, ArticleInfo]:
+        ids = list(set(ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        async with self._reader.execute(
+            f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id IN ({marks})", ids
+        ) as cur:
+            return {row[0]: ArticleInfo(*row) for row in await cur.fetchall()}
+
+    async def list_articles(
+        self, scopes: Sequence[int] | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[ArticleInfo]:
+        """Newest first."""
+        sql, args = f"SELECT {_ARTICLE_COLUMNS} FROM articles", []
+        if scopes is not None:
+            sql += f" WHERE scope IN ({','.join('?' * len(scopes))})"
+            args.extend(scopes)
+        sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
+        args.extend((limit, offset))
+        async with self._reader.execute(sql, args) as cur:
+            return [ArticleInfo(*row) for row in await cur.fetchall()]
+
+    async def article_text(self, article_id: int) -> tuple[str, str] | None:
+        """(title, body) as stored."""
+        async with self._reader.execute("SELECT title, body FROM articles WHERE id = ?", (article_id,)) as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    async def sentences_of(self, article_id: int, limit: int = -1) -> list[StoredSentence]:
+        async with self._reader.execute(
+            "SELECT id, article_id, seq, paragraph, kind, start, \"end\", text, tokens FROM sentences WHERE article_id = ?"
+            " ORDER BY seq LIMIT ?",
+            (article_id, limit),
+        ) as cur:
+            return [StoredSentence(*row) for row in await cur.fetchall()]
+
+    async def sentences_by_ids(self, ids: Iterable[int]) -> dict[int, StoredSentence]:
+        ids = list(ids)
+        out: dict[int, StoredSentence] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            async with self._reader.execute(
+                "SELECT id, article_id, seq, paragraph, kind, start, \"end\", text, tokens FROM sentences"
+                f" WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ) as cur:
+                for row in await cur.fetchall():
+                    out[row[0]] = StoredSentence(*row)
+        return out
+
+    async def neighbours(self, article_id: int, seqs: Iterable[int]) -> dict[int, StoredSentence]:
+        """Sentences of one article by position: seq -> sentence."""
+        seqs = sorted(set(seqs))
+        if not seqs:
+            return {}
+        async with self._reader.execute(
+            "SELECT id, article_id, seq, paragraph, kind, start, \"end\", text, tokens FROM sentences WHERE article_id = ?"
+            f" AND seq IN ({','.join('?' * len(seqs))})",
+            (article_id, *seqs),
+        ) as cur:
+            return {row[2]: StoredSentence(*row) for row in await cur.fetchall()}
+
+    async def iter_index_rows(self, batch: int = 20_000) -> AsyncIterator[list[IndexRow]]:
+        """Every sentence's stored tokens, for building the index without re-tokenising."""
+        last = 0
+        while True:
+            async with self._reader.execute(
+                "SELECT s.id, a.scope, s.article_id, s.paragraph, s.tokens FROM sentences s"
+                " JOIN articles a ON a.id = s.article_id WHERE s.id > ? ORDER BY s.id LIMIT ?",
+                (last, batch),
+            ) as cur:
+                rows = await cur.fetchall()
+            if not rows:
+                return
+            yield [
+                IndexRow(r[0], r[1], paragraph_key(r[2], r[3]), tuple(r[4].split()) if r[4] else ())
+                for r in rows
+            ]
+            last = rows[-1][0]
+
+    async def iter_articles(self, batch: int = 200) -> AsyncIterator[list[tuple]]:
+        """(id, scope, title, source, author, url, published, caption, body, added_by, added_at) rows."""
+        last = 0
+        while True:
+            async with self._reader.execute(
+                "SELECT id, scope, title, source, author, url, published, caption, body, added_by, added_at"
+                " FROM articles WHERE id > ? ORDER BY id LIMIT ?",
+                (last, batch),
+            ) as cur:
+                rows = await cur.fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+
+def paragraph_key(article_id: int, paragraph: int) -> int:
+    """One integer per (article, paragraph), for scoring a sentence with its paragraph."""
+    return article_id * 100_000 + paragraph
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"The database has schema version {version}, newer than this bot ({SCHEMA_VERSION}). Upgrade the bot."
+        )
+    for number in range(version, SCHEMA_VERSION):
+        log.info("Migrating the library database to schema version %d", number + 1)
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {number + 1}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise

@@ -1,0 +1,60 @@
+"""The one settings object, read once from the environment and `.env`."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from platformdirs import user_data_dir
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+DEFAULT_CORPUS_DIR = PACKAGE_ROOT.parent / "corpus"
+
+
+def default_db_path() -> Path:
+    return Path(user_data_dir("quotebot", appauthor=False)) / "library.sqlite3"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="QUOTEBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # The token is the one setting without the prefix: it is what every discord.py guide calls it.
+    discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
+    db_path: Path = Field(default_factory=default_db_path)
+    corpus_dir: Path = DEFAULT_CORPUS_DIR
+    command_prefix: str = "!"
+
+    top_k: int = Field(default=3, ge=1, le=10)
+    max_question_chars: int = Field(default=500, ge=10)
+    max_article_bytes: int = Field(default=2_000_000, ge=1_000)
+    max_articles_per_server: int = Field(default=5_000, ge=1)
+    imports_per_admin_per_hour: int = Field(default=30, ge=1)
+    ask_cooldown_seconds: float = Field(default=5.0, ge=0)
+    ask_cooldown_rate: int = Field(default=3, ge=1)
+
+    # Comma-separated in the environment ("123,456"), hence NoDecode instead of JSON.
+    manager_role_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    answer_channel_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+
+    fetch_timeout_seconds: float = Field(default=10.0, gt=0)
+    fetch_max_bytes: int = Field(default=2_000_000, ge=1_000)
+    fetch_max_redirects: int = Field(default=3, ge=0)
+    allow_private_urls: bool = False
+
+    @field_validator("manager_role_ids", "answer_channel_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.replace(" ", "").split(",") if part]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
