@@ -143,9 +143,8 @@ def clean_text(
     final_title = (title or parsed_title or "").strip()
 
     # The headline repeated (pages often print it twice) is searchable once, via the title.
-    if final_title:
-        key = " ".join(final_title.split()).casefold()
-        paragraphs = [p for p in paragraphs if " ".join(p.split()).casefold() != key]
+    headlines = {" ".join(t.split()).casefold() for t in (final_title, parsed_title) if t}
+    paragraphs = [p for p in paragraphs if " ".join(p.split()).casefold() not in headlines]
 
     paragraphs = strip_tail(paragraphs)
 

@@ -10,16 +10,19 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Passage, QuestionError
 from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord
 from .bm25_index import BM25Index
-from .fetch import FetchPolicy, fetch_page
 from .importers import Metadata, ParsedItem, parse_bytes, read_file
 from .retrieval import Hit, Retriever
 from .sentences import article_sentences
 from .storage import ArticleStore, IndexRow, StoredSentence, paragraph_key
 from .tokens import normalise, tokenize
+
+if TYPE_CHECKING:
+    from .fetch import FetchPolicy
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +231,8 @@ class Library:
         self, url: str, *, scope: int, added_by: str | None, policy: FetchPolicy, meta: Metadata = Metadata()
     ) -> ImportSummary:
         """Fetch a page (HTML or plain text) and import it like a file. Raises ArticleError."""
+        from .fetch import fetch_page  # aiohttp is only needed once someone adds a URL
+
         page = await fetch_page(url, policy)
         meta = Metadata(meta.title, meta.source, meta.author, meta.url or page.final_url, meta.published)
         return await self.add_bytes(page.data, page.name, scope=scope, added_by=added_by, meta=meta)

@@ -112,14 +112,21 @@ class ArticleStore:
         path = Path(path)
         if str(path) != ":memory:":
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        opened: list[aiosqlite.Connection] = []
         try:
             writer = await _connect(path)
+            opened.append(writer)
             await writer.execute("PRAGMA journal_mode = WAL")
             await writer.execute("PRAGMA synchronous = NORMAL")
             await _migrate(writer)
             reader = await _connect(path)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"Cannot open the library database {path}: {exc}") from exc
+        except BaseException as exc:
+            # aiosqlite's worker threads keep the process alive until their connections close.
+            for conn in opened:
+                await conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(f"Cannot open the library database {path}: {exc}") from exc
+            raise
         return cls(path, writer, reader)
 
     async def close(self) -> None:

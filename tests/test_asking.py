@@ -1,0 +1,171 @@
+"""Questions in, quoted passages out: the library answers from the shipped seed article."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.core.answers import QuestionError
+from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, DuplicateArticle
+from bot.core.library import Library, Limits
+from bot.core.render import answer_json, answer_text
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "corpus"
+SEED_TITLE = "Rare N. Korea video shows karaoke salons, markets"
+
+
+@pytest.fixture
+async def library(tmp_path):
+    lib = await Library.open(tmp_path / "library.sqlite3", corpus_dir=CORPUS, limits=Limits(max_article_bytes=100_000))
+    yield lib
+    await lib.close()
+
+
+async def snapshot(lib: Library) -> tuple:
+    infos = await lib.store.list_articles(None, limit=-1)
+    return (await lib.store.generation(), [(i.id, i.title, i.sentence_count) for i in infos], len(lib.retriever))
+
+
+async def test_first_start_imports_the_shipped_corpus_as_global(library):
+    infos = await library.store.list_articles(None, limit=-1)
+    assert [(i.title, i.source, i.published, i.scope) for i in infos] == [
+        (SEED_TITLE, "Agence France-Presse", "2014-03-27", GLOBAL_SCOPE)
+    ]
+    assert infos[0].sentence_count == len(library.retriever) > 20
+
+
+async def test_a_member_asks_who_released_the_footage(library):
+    answer = await library.ask("Who released the footage?")
+    assert answer.answered
+    texts = [p.text for p in answer.passages]
+    assert any("released by a South Korean pastor, Kim Sung-Eun" in t for t in texts)
+    first = answer.passages[0]
+    assert (first.title, first.source, first.published) == (SEED_TITLE, "Agence France-Presse", "2014-03-27")
+
+
+async def test_the_84_percent_sentence_answers_the_share_of_households(library):
+    answer = await library.ask("What share of households had borderline or poor food consumption?")
+    assert answer.passages[0].text == (
+        "The assessment described food consumption for 84 percent of households across the country as borderline or poor."
+    )
+
+
+async def test_where_the_footage_was_shot_names_chongjin_and_rajin(library):
+    answer = await library.ask("Where was the footage shot?")
+    assert "Chongjin" in answer.passages[0].text and "Rajin" in answer.passages[0].text
+
+
+async def test_quotes_are_verbatim_stored_sentences(library):
+    body = (CORPUS / "000_07a41ce63a0344ef.txt").read_text()
+    for question in ("What did the women wear?", "What do families rely on to feed themselves?", "Who died of starvation?"):
+        answer = await library.ask(question)
+        assert answer.answered, question
+        for passage in answer.passages:
+            assert passage.text in body
+
+
+async def test_nothing_unrelated_is_quoted_when_nothing_matches(library):
+    for question in ("Who won the 2018 World Cup final?", "How do I bake sourdough bread?", "zzyzx quux"):
+        answer = await library.ask(question)
+        assert not answer.answered and answer.declined == "No stored article answers that.", question
+
+
+async def test_a_question_of_only_stop_words_is_declined_plainly(library):
+    answer = await library.ask("What is the?")
+    assert not answer.answered and "common words" in answer.declined
+
+
+@pytest.mark.parametrize("question", ["", "   \n\t ", "x" * 5000])
+async def test_empty_or_huge_questions_get_a_clear_error(library, question):
+    with pytest.raises(QuestionError):
+        await library.ask(question)
+
+
+async def test_identical_sentences_are_quoted_once_and_adjacent_hits_merge(library):
+    story = (
+        "The river rose three metres overnight in the valley town of Arden. "
+        "The river flooded the market square in Arden by dawn."
+    )
+    for scope, source in ((GLOBAL_SCOPE, "Wire A"), (GLOBAL_SCOPE, "Wire B")):
+        await library.add_draft(ArticleDraft(title=f"Flood in Arden ({source})", body=story, source=source), scope=scope, added_by="t")
+    answer = await library.ask("How far did the river rise in Arden overnight?")
+    texts = [p.text for p in answer.passages]
+    assert len(texts) == len(set(texts))
+    assert sum("three metres overnight" in t for t in texts) == 1
+    # Both sentences of one article match, and they are neighbours: one passage, verbatim.
+    assert texts[0] == story
+
+
+async def test_json_answer_has_the_documented_shape(library):
+    answer = await library.ask("Who released the footage?")
+    data = json.loads(answer_json(answer))
+    assert set(data) == {"question", "answered", "passages"}
+    assert data["answered"] is True
+    passage = data["passages"][0]
+    assert set(passage) == {"article_id", "title", "source", "url", "published", "text", "score"}
+    assert isinstance(passage["article_id"], int) and isinstance(passage["score"], float)
+    assert "Agence France-Presse" in answer_text(answer)
+
+
+async def test_readding_the_same_article_is_a_duplicate_not_a_second_copy(library):
+    data = (CORPUS / "000_07a41ce63a0344ef.txt").read_bytes()
+    summary = await library.add_bytes(data, "again.txt", scope=GLOBAL_SCOPE, added_by="admin")
+    assert summary.added == [] and summary.duplicates == [("again.txt", 1)]
+    assert await library.store.count_articles() == 1
+    # The same text in another server's scope is that server's own copy.
+    summary = await library.add_bytes(data, "again.txt", scope=42, added_by="admin")
+    assert len(summary.added) == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00\x01\x02binary\x00", "na\u00efve caf\u00e9".encode("latin-1"), b"<html><p>broken", b"word " * 30_000],
+)
+async def test_bad_input_changes_nothing(library, data):
+    before = await snapshot(library)
+    with pytest.raises(ArticleError):
+        await library.add_bytes(data, "upload.txt", scope=GLOBAL_SCOPE, added_by="admin")
+    assert await snapshot(library) == before
+
+
+async def test_an_added_article_answers_at_once_and_a_removed_one_never_again(library):
+    added = await library.add_draft(
+        ArticleDraft(title="Lighthouse restored", body="The old lighthouse at Marrow Point was restored with a new lamp in May."),
+        scope=GLOBAL_SCOPE,
+        added_by="admin",
+    )
+    answer = await library.ask("What was restored at Marrow Point?")
+    assert answer.passages[0].article_id == added.article.id
+    await library.remove(added.article.id, scopes=None)
+    answer = await library.ask("What was restored at Marrow Point?")
+    assert all(p.article_id != added.article.id for p in answer.passages)
+
+
+async def test_server_articles_answer_only_in_their_server(library):
+    await library.add_draft(
+        ArticleDraft(title="Club news", body="The chess club meets on Thursdays in the Elm Street library basement."),
+        scope=111,
+        added_by="admin",
+    )
+    assert (await library.ask("When does the chess club meet?", guild_id=111)).answered
+    assert not (await library.ask("When does the chess club meet?", guild_id=222)).answered
+    assert not (await library.ask("When does the chess club meet?", guild_id=None)).answered
+    # Global articles answer everywhere.
+    assert (await library.ask("Who released the footage?", guild_id=222)).answered
+
+
+async def test_the_index_survives_a_restart_and_matches_the_database(tmp_path):
+    db = tmp_path / "library.sqlite3"
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    await lib.add_draft(ArticleDraft(title="Bakery opens", body="A bakery opened on Mill Lane selling rye bread."), scope=5, added_by="a")
+    first = await lib.ask("Where did the bakery open?", guild_id=5)
+    await lib.close()
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    try:
+        assert await lib.store.count_articles() == 2  # the corpus is not imported twice
+        again = await lib.ask("Where did the bakery open?", guild_id=5)
+        assert again == first
+    finally:
+        await lib.close()
