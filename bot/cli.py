@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from .core.answers import QuestionError
 from .core.articles import GLOBAL_SCOPE, ArticleError
@@ -79,13 +83,28 @@ def main(argv: list[str] | None = None) -> int:
                 return run_bot(settings)
             from .console import run_console
 
-            return asyncio.run(run_console(settings))
-        return asyncio.run(_COMMANDS[command](args, settings))
+            return run_until_signal(run_console(settings))
+        return run_until_signal(_COMMANDS[command](args, settings))
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
+
+
+def run_until_signal(coro: Coroutine[Any, Any, int]) -> int:
+    """Run `coro`; SIGTERM cancels it like Ctrl-C does, so the write under way rolls back
+    and the database closes before the process exits."""
+
+    async def main() -> int:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
+
+    return asyncio.run(main())
 
 
 def _setup_logging(verbose: bool) -> None:

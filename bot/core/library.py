@@ -16,6 +16,7 @@ from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Passage, Questi
 from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord
 from .bm25_index import BM25Index
 from .importers import Metadata, ParsedItem, parse_bytes, read_file
+from .preparing import Preparer
 from .retrieval import Hit, Retriever
 from .sentences import article_sentences
 from .storage import ArticleStore, IndexRow, StoredSentence, paragraph_key
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from .fetch import FetchPolicy
 
 log = logging.getLogger(__name__)
+
+# Articles per transaction in a bulk import: fewer commits, and each article still whole.
+BULK_BATCH = 500
 
 IMPORTABLE_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".jsonl"}
 
@@ -223,8 +227,11 @@ class Library:
         """Pasted text or an uploaded file. Whole-input problems raise ArticleError."""
         items = await asyncio.to_thread(parse_bytes, data, name, meta, max_bytes=self.limits.max_article_bytes)
         summary = ImportSummary()
-        for item in items:
-            await self._add_item(item, scope, added_by, summary)
+        preparer = Preparer()
+        try:
+            await self._store_batch(items, scope, added_by, summary, False, preparer, None)
+        finally:
+            preparer.close()
         return summary
 
     async def add_url(
@@ -237,21 +244,6 @@ class Library:
         meta = Metadata(meta.title, meta.source, meta.author, meta.url or page.final_url, meta.published)
         return await self.add_bytes(page.data, page.name, scope=scope, added_by=added_by, meta=meta)
 
-    async def _add_item(
-        self, item: ParsedItem, scope: int, added_by: str | None, summary: ImportSummary, preserve_scope: bool = False
-    ) -> None:
-        if item.draft is None:
-            summary.failed.append((item.where, item.error or "unreadable"))
-            return
-        if item.scope is not None and preserve_scope:
-            scope = item.scope
-        try:
-            summary.added.append(await self.add_draft(item.draft, scope=scope, added_by=added_by))
-        except DuplicateArticle as exc:
-            summary.duplicates.append((item.where, exc.existing_id))
-        except ArticleError as exc:
-            summary.failed.append((item.where, str(exc)))
-
     async def import_paths(
         self,
         paths: Iterable[Path],
@@ -262,26 +254,80 @@ class Library:
         preserve_scope: bool = False,
     ) -> ImportSummary:
         """Files and folders (recursively); a bad file is reported and the rest carry on.
-        `preserve_scope`: articles from our own export go back to the scope they came from."""
+        `progress` is called with the number of articles done. `preserve_scope`: articles from
+        our own export go back to the scope they came from."""
         summary = ImportSummary()
-        for path in await asyncio.to_thread(collect_files, list(paths)):
-            try:
-                data = await asyncio.to_thread(
-                    read_file, path, max_bytes=self.limits.max_article_bytes, bulk_max_bytes=self.limits.max_bulk_file_bytes
-                )
-                items = await asyncio.to_thread(
-                    parse_bytes, data, str(path), _sidecar_meta(path), max_bytes=self.limits.max_article_bytes
-                )
-            except (ArticleError, OSError) as exc:
-                summary.failed.append((str(path), str(exc) if isinstance(exc, ArticleError) else exc.strerror or str(exc)))
-                if progress:
-                    progress(1)
-                continue
-            for item in items:
-                await self._add_item(item, scope, added_by, summary, preserve_scope)
-            if progress:
-                progress(1)
+        preparer = Preparer()
+        pending: list[ParsedItem] = []
+        try:
+            for path in await asyncio.to_thread(collect_files, list(paths)):
+                try:
+                    data = await asyncio.to_thread(
+                        read_file, path, max_bytes=self.limits.max_article_bytes, bulk_max_bytes=self.limits.max_bulk_file_bytes
+                    )
+                    items = await asyncio.to_thread(
+                        parse_bytes, data, str(path), _sidecar_meta(path), max_bytes=self.limits.max_article_bytes
+                    )
+                except (ArticleError, OSError) as exc:
+                    summary.failed.append((str(path), str(exc) if isinstance(exc, ArticleError) else exc.strerror or str(exc)))
+                    continue
+                pending.extend(items)
+                while len(pending) >= BULK_BATCH:
+                    await self._store_batch(pending[:BULK_BATCH], scope, added_by, summary, preserve_scope, preparer, progress)
+                    del pending[:BULK_BATCH]
+            await self._store_batch(pending, scope, added_by, summary, preserve_scope, preparer, progress)
+        finally:
+            preparer.close()
         return summary
+
+    async def _store_batch(
+        self,
+        items: Sequence[ParsedItem],
+        default_scope: int,
+        added_by: str | None,
+        summary: ImportSummary,
+        preserve_scope: bool,
+        preparer: Preparer,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """Split, store (one transaction) and index a batch of parsed articles."""
+        good = []
+        for item in items:
+            if item.draft is None:
+                summary.failed.append((item.where, item.error or "unreadable"))
+            else:
+                good.append(item)
+        records = await preparer.run([item.draft for item in good])
+        by_scope: dict[int, list[tuple[ParsedItem, list[SentenceRecord]]]] = {}
+        for item, recs in zip(good, records):
+            if not any(r.tokens for r in recs):
+                summary.failed.append((item.where, "The article has no searchable words."))
+                continue
+            scope = item.scope if preserve_scope and item.scope is not None else default_scope
+            by_scope.setdefault(scope, []).append((item, recs))
+        for scope, batch in by_scope.items():
+            if scope != GLOBAL_SCOPE:
+                room = self.limits.max_articles_per_scope - await self.store.count_articles(scope)
+                for item, _ in batch[max(room, 0) :]:
+                    summary.failed.append((item.where, f"the server already has {self.limits.max_articles_per_scope:,} articles, the limit"))
+                batch = batch[: max(room, 0)]
+            results = await self.store.add_articles(
+                [(item.draft, recs) for item, recs in batch], scope=scope, added_by=added_by  # type: ignore[misc]
+            )
+            rows: list[IndexRow] = []
+            added_ids = []
+            for (item, recs), result in zip(batch, results):
+                if isinstance(result, DuplicateArticle):
+                    summary.duplicates.append((item.where, result.existing_id))
+                else:
+                    article_id, ids = result
+                    rows.extend(_index_rows(article_id, scope, ids, recs))
+                    added_ids.append((article_id, len(recs)))
+            await asyncio.to_thread(self.retriever.add, rows)
+            infos = await self.store.articles_by_ids(a for a, _ in added_ids)
+            summary.added.extend(Added(infos[a], n) for a, n in added_ids)
+        if progress:
+            progress(len(items))
 
     async def remove(self, article_id: int, *, scopes: Sequence[int] | None) -> ArticleInfo:
         """Remove an article the caller manages (`scopes` None: any). Raises ArticleError if not found."""

@@ -145,43 +145,66 @@ class ArticleStore:
         added_by: str | None,
     ) -> tuple[int, list[int]]:
         """Store the article and all its sentences in one transaction: (article id, sentence ids)."""
-        content_hash = draft.content_hash()
+        (result,) = await self.add_articles([(draft, sentences)], scope=scope, added_by=added_by)
+        if isinstance(result, DuplicateArticle):
+            raise result
+        return result
+
+    async def add_articles(
+        self,
+        batch: Sequence[tuple[ArticleDraft, Sequence[SentenceRecord]]],
+        *,
+        scope: int,
+        added_by: str | None,
+    ) -> list[tuple[int, list[int]] | DuplicateArticle]:
+        """Bulk import: many articles in one transaction (each whole, or the batch rolled back).
+        Per article, (article id, sentence ids) or the DuplicateArticle it would have been."""
+        results: list[tuple[int, list[int]] | DuplicateArticle] = []
         async with self._write_lock:
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
-                async with self._writer.execute(
-                    "SELECT id FROM articles WHERE scope = ? AND content_hash = ?", (scope, content_hash)
-                ) as cur:
-                    row = await cur.fetchone()
-                if row:
-                    raise DuplicateArticle(row[0])
-                cur = await self._writer.execute(
-                    "INSERT INTO articles (scope, title, source, author, url, published, caption, body,"
-                    " added_by, added_at, content_hash, sentence_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        scope, draft.title, draft.source, draft.author, draft.url, draft.published,
-                        draft.caption, draft.body, added_by, _now(), content_hash, len(sentences),
-                    ),
-                )
-                article_id = cur.lastrowid
-                assert article_id is not None
-                await self._writer.executemany(
-                    'INSERT INTO sentences (article_id, seq, paragraph, kind, start, "end", text, tokens)'
-                    " VALUES (?,?,?,?,?,?,?,?)",
-                    [
-                        (article_id, s.seq, s.paragraph, s.kind, s.start, s.end, s.text, " ".join(s.tokens))
-                        for s in sentences
-                    ],
-                )
-                await self._bump_generation()
-                async with self._writer.execute(
-                    "SELECT id FROM sentences WHERE article_id = ? ORDER BY seq", (article_id,)
-                ) as cur:
-                    ids = [r[0] for r in await cur.fetchall()]
+                for draft, sentences in batch:
+                    results.append(await self._insert(draft, sentences, scope, added_by))
+                if any(not isinstance(r, DuplicateArticle) for r in results):
+                    await self._bump_generation()
                 await self._writer.execute("COMMIT")
             except BaseException:
                 await self._rollback()
                 raise
+        return results
+
+    async def _insert(
+        self, draft: ArticleDraft, sentences: Sequence[SentenceRecord], scope: int, added_by: str | None
+    ) -> tuple[int, list[int]] | DuplicateArticle:
+        content_hash = draft.content_hash()
+        async with self._writer.execute(
+            "SELECT id FROM articles WHERE scope = ? AND content_hash = ?", (scope, content_hash)
+        ) as cur:
+            row = await cur.fetchone()
+        if row:
+            return DuplicateArticle(row[0])
+        cur = await self._writer.execute(
+            "INSERT INTO articles (scope, title, source, author, url, published, caption, body,"
+            " added_by, added_at, content_hash, sentence_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                scope, draft.title, draft.source, draft.author, draft.url, draft.published,
+                draft.caption, draft.body, added_by, _now(), content_hash, len(sentences),
+            ),
+        )
+        article_id = cur.lastrowid
+        assert article_id is not None
+        await self._writer.executemany(
+            'INSERT INTO sentences (article_id, seq, paragraph, kind, start, "end", text, tokens)'
+            " VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (article_id, s.seq, s.paragraph, s.kind, s.start, s.end, s.text, " ".join(s.tokens))
+                for s in sentences
+            ],
+        )
+        async with self._writer.execute(
+            "SELECT id FROM sentences WHERE article_id = ? ORDER BY seq", (article_id,)
+        ) as cur:
+            ids = [r[0] for r in await cur.fetchall()]
         return article_id, ids
 
     async def remove_article(self, article_id: int) -> list[int]:

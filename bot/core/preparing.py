@@ -1,0 +1,46 @@
+"""Sentence splitting and tokenising for many articles at once, on every core.
+
+Punkt and stemming are pure Python and hold the GIL, so a bulk import spreads them over
+worker processes; a handful of articles is not worth a process start and runs in a thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+
+from .articles import ArticleDraft, SentenceRecord
+from .sentences import article_sentences
+
+POOL_THRESHOLD = 64  # articles; below this a process start costs more than it saves
+
+
+def prepare(drafts: Sequence[ArticleDraft]) -> list[list[SentenceRecord]]:
+    return [article_sentences(d.title, d.body, d.caption) for d in drafts]
+
+
+class Preparer:
+    """Hands batches of drafts to a process pool, created on first need and closed with `close`."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self._pool: Executor | None = None
+
+    async def run(self, drafts: Sequence[ArticleDraft]) -> list[list[SentenceRecord]]:
+        if len(drafts) < POOL_THRESHOLD or self._workers == 1:
+            return await asyncio.to_thread(prepare, drafts)
+        if self._pool is None:
+            # spawn, not fork: the parent has aiosqlite and discord threads that fork would copy mid-flight.
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
+        size = -(-len(drafts) // self._workers)
+        chunks = [drafts[i : i + size] for i in range(0, len(drafts), size)]
+        parts = await asyncio.gather(*(loop.run_in_executor(self._pool, prepare, chunk) for chunk in chunks))
+        return [records for part in parts for records in part]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
