@@ -1,0 +1,448 @@
+"""BM25Index must rank exactly like rank_bm25.BM25Okapi while staying incremental."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rank_bm25 import BM25Okapi
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # allow plain `pytest` as well as `python -m pytest`
+    sys.path.insert(0, str(ROOT))
+
+from bot.core import bm25_index as bm25_module  # noqa: E402
+from bot.core.bm25_index import BM25Index  # noqa: E402
+
+# ---------------------------------------------------------------- helpers
+
+
+def zipf_corpus(rng: np.random.Generator, n_docs: int, n_types: int = 400) -> list[list[str]]:
+    """Zipf-like vocabulary, lognormal lengths, a few empty docs, and one term
+    in most docs so that rank_bm25's negative-idf epsilon floor is exercised."""
+    p = 1.0 / np.arange(1, n_types + 1) ** 1.1
+    p /= p.sum()
+    docs: list[list[str]] = []
+    for _ in range(n_docs):
+        length = int(min(60, rng.lognormal(np.log(10), 0.7)))
+        words = [f"w{r}" for r in rng.choice(n_types, size=length, p=p)]
+        if rng.random() < 0.7:
+            words.append("everywhere")
+        if rng.random() < 0.02:
+            words = []
+        docs.append(words)
+    return docs
+
+
+def random_question(rng: np.random.Generator, n_types: int = 400) -> list[str]:
+    q = [f"w{int(r)}" for r in rng.integers(0, n_types + 40, size=int(rng.integers(1, 8)))]
+    if rng.random() < 0.3:
+        q.append("everywhere")
+    if rng.random() < 0.3:
+        q.append(q[0])  # repeated term counts twice
+    if rng.random() < 0.3:
+        q.insert(int(rng.integers(0, len(q) + 1)), "never-seen-term")
+    return q
+
+
+def reference_ranking(
+    ref: BM25Okapi, docs: list[list[str]], ids: list[int], question: list[str], k: int
+) -> list[tuple[int, float]]:
+    """rank_bm25 order (score desc, then corpus position asc), restricted to
+    docs containing a query term, mapped to our doc ids."""
+    scores = ref.get_scores(question)
+    terms = set(question)
+    has = np.array([not terms.isdisjoint(d) for d in docs], dtype=bool)
+    cand = np.flatnonzero(has)
+    order = cand[np.lexsort((cand, -scores[cand]))][:k]
+    return [(ids[i], float(scores[i])) for i in order]
+
+
+def assert_same_ranking(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+    assert [i for i, _ in got] == [i for i, _ in want]
+    for (_, g), (_, w) in zip(got, want):
+        assert math.isclose(g, w, rel_tol=1e-9, abs_tol=1e-12), (g, w)
+
+
+def assert_match_equals_reference(
+    index: BM25Index, ref: BM25Okapi, docs: list[list[str]], ids: list[int], question: list[str]
+) -> None:
+    got_ids, got_scores = index.match(question)
+    want = dict(reference_ranking(ref, docs, ids, question, k=len(docs)))
+    assert sorted(got_ids.tolist()) == sorted(want)
+    for i, s in zip(got_ids.tolist(), got_scores.tolist()):
+        assert math.isclose(s, want[i], rel_tol=1e-9, abs_tol=1e-12)
+
+
+# ----------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("seed,n_docs", [(0, 50), (1, 300), (2, 1000), (3, 2000)])
+def test_top_ten_matches_rank_bm25_on_random_corpora(seed: int, n_docs: int) -> None:
+    rng = np.random.default_rng(seed)
+    docs = zipf_corpus(rng, n_docs)
+    ids = list(range(n_docs))
+    ref = BM25Okapi(docs)
+    index = BM25Index()
+    index.add(ids, docs)
+
+    assert len(index) == n_docs
+    for _ in range(60):
+        q = random_question(rng)
+        assert_same_ranking(index.top_k(q, 10), reference_ranking(ref, docs, ids, q, 10))
+
+
+def test_built_in_one_batch_scores_are_bit_identical_to_rank_bm25() -> None:
+    rng = np.random.default_rng(11)
+    docs = zipf_corpus(rng, 800)
+    ref = BM25Okapi(docs)
+    index = BM25Index()
+    index.add(list(range(800)), docs)
+    for _ in range(40):
+        q = random_question(rng) + ["everywhere"]  # negative idf -> epsilon floor
+        got_ids, got_scores = index.match(q)
+        want = ref.get_scores(q)
+        assert np.array_equal(got_scores, want[got_ids])
+
+
+def test_every_matching_doc_is_returned_with_its_score() -> None:
+    rng = np.random.default_rng(5)
+    docs = zipf_corpus(rng, 600)
+    ids = [10_000 + 7 * i for i in range(600)]  # sparse, large ids
+    ref = BM25Okapi(docs)
+    index = BM25Index()
+    index.add(ids, docs)
+    for _ in range(30):
+        assert_match_equals_reference(index, ref, docs, ids, random_question(rng))
+
+
+def test_custom_parameters_are_honoured() -> None:
+    rng = np.random.default_rng(8)
+    docs = zipf_corpus(rng, 400)
+    ids = list(range(400))
+    ref = BM25Okapi(docs, k1=0.9, b=0.4, epsilon=0.5)
+    index = BM25Index(k1=0.9, b=0.4, epsilon=0.5)
+    index.add(ids, docs)
+    for _ in range(20):
+        q = random_question(rng)
+        assert_same_ranking(index.top_k(q, 10), reference_ranking(ref, docs, ids, q, 10))
+
+
+def test_many_small_adds_and_removes_rank_like_a_fresh_rank_bm25() -> None:
+    rng = np.random.default_rng(21)
+    docs = zipf_corpus(rng, 1500)
+    ids = [int(x) for x in np.cumsum(rng.integers(1, 50, size=1500)) + 2**40]
+    index = BM25Index(max_segments=4, auto_merge_max_docs=200)
+    max_segments_seen = 0
+    start = 0
+    while start < len(docs):
+        step = int(rng.integers(1, 120))
+        index.add(ids[start : start + step], docs[start : start + step])
+        max_segments_seen = max(max_segments_seen, index.segment_count)
+        start += step
+    assert max_segments_seen >= 3  # several segments really were queried
+
+    removed = set(int(i) for i in rng.choice(ids, size=400, replace=False))
+    removed_list = list(removed)
+    index.remove(removed_list[:150])
+    index.remove(removed_list[150:] + [123, -5, ids[0] + 1])  # unknown ids are ignored
+    keep = [j for j, i in enumerate(ids) if i not in removed]
+    live_docs = [docs[j] for j in keep]
+    live_ids = [ids[j] for j in keep]
+    ref = BM25Okapi(live_docs)
+
+    assert len(index) == len(live_ids)
+    for _ in range(50):
+        q = random_question(rng)
+        assert_same_ranking(index.top_k(q, 10), reference_ranking(ref, live_docs, live_ids, q, 10))
+    for _ in range(10):
+        assert_match_equals_reference(index, ref, live_docs, live_ids, random_question(rng))
+
+    assert index.needs_compaction
+    assert index.compact()
+    assert index.compact(full=True) or index.segment_count == 1
+    assert index.segment_count == 1
+    for _ in range(30):
+        q = random_question(rng)
+        assert_same_ranking(index.top_k(q, 10), reference_ranking(ref, live_docs, live_ids, q, 10))
+
+
+def test_removal_leaves_the_statistics_of_an_index_built_without_those_docs() -> None:
+    rng = np.random.default_rng(3)
+    docs = zipf_corpus(rng, 500)
+    index = BM25Index()
+    index.add(range(0, 250), docs[:250])
+    index.add(range(250, 500), docs[250:])
+    gone = set(range(0, 500, 3))
+    index.remove(gone)
+    fresh = BM25Index()
+    kept = [i for i in range(500) if i not in gone]
+    fresh.add(kept, [docs[i] for i in kept])
+
+    a, f = index._state, fresh._state
+    assert (a.n_docs, a.total_len) == (f.n_docs, f.total_len)
+    by_term = {t: int(a.df[i]) for i, t in enumerate(index._vocab.terms[: a.n_terms]) if a.df[i]}
+    fresh_by_term = {t: int(f.df[i]) for i, t in enumerate(fresh._vocab.terms[: f.n_terms]) if f.df[i]}
+    assert by_term == fresh_by_term
+    assert math.isclose(a.average_idf(), f.average_idf(), rel_tol=1e-12)
+    assert index.vocabulary_size == fresh.vocabulary_size
+
+
+def test_removed_doc_can_be_added_again_and_duplicates_are_refused() -> None:
+    index = BM25Index()
+    index.add([1, 2, 3], [["apple", "pie"], ["apple"], ["pear"]])
+    with pytest.raises(ValueError):
+        index.add([3], [["again"]])
+    with pytest.raises(ValueError):
+        index.add([9, 9], [["a"], ["b"]])
+    with pytest.raises(ValueError):
+        index.add([10], [["a"], ["b"]])
+    with pytest.raises(TypeError):
+        index.add([11], ["a string, not tokens"])
+
+    index.remove([2])
+    assert 2 not in index and 1 in index and len(index) == 2
+    index.add([2], [["banana"]])
+    assert 2 in index and len(index) == 3
+    assert [i for i, _ in index.top_k(["banana"], 5)] == [2]
+    assert [i for i, _ in index.top_k(["apple"], 5)] == [1]
+
+
+def test_top_k_breaks_score_ties_by_doc_id_and_cuts_exactly_at_k() -> None:
+    # Separate, unmerged segments so the tied docs come out of match() in
+    # neither id nor insertion order.
+    index = BM25Index(auto_merge_max_docs=0)
+    same = ["red", "fox"]
+    index.add([50, 30], [same, same])
+    index.add([12, 7, 99], [same, same, ["blue", "sky", "red", "x", "y", "z"]])
+    index.add([3], [["green"]])
+    assert index.segment_count == 3
+    top = index.top_k(["red", "fox"], 3)
+    assert [i for i, _ in top] == [7, 12, 30]
+    assert len({s for _, s in top}) == 1
+    assert [i for i, _ in index.top_k(["red", "fox"], 10)] == [7, 12, 30, 50, 99]
+    assert index.top_k(["red"], 0) == []
+    assert index.top_k(["nothing"], 5) == []
+    assert index.top_k([], 5) == []
+
+
+def test_docs_without_any_question_term_are_never_returned() -> None:
+    index = BM25Index()
+    index.add(range(6), [["a"], ["a", "b"], ["c"], ["a"], ["a"], ["a"]])
+    # "a" is in most docs, so its idf is floored to a small positive value;
+    # doc 2 still must not appear even though rank_bm25 gives it a 0 score.
+    ids, _ = index.match(["a", "zzz"])
+    assert sorted(ids.tolist()) == [0, 1, 3, 4, 5]
+    assert 2 not in [i for i, _ in index.top_k(["a"], 10)]
+
+
+def test_empty_index_answers_nothing() -> None:
+    index = BM25Index()
+    ids, scores = index.match(["x"])
+    assert len(ids) == 0 and len(scores) == 0 and ids.dtype == np.int64
+    assert index.top_k(["x"], 3) == []
+    assert len(index) == 0 and 5 not in index
+    index.remove([1, 2])
+    assert not index.compact()
+
+
+# ----------------------------------------------------------------- groups
+
+
+def test_group_filter_returns_only_that_scope_with_global_statistics() -> None:
+    rng = np.random.default_rng(13)
+    docs = zipf_corpus(rng, 900)
+    guild_a, guild_b = 2**63 - 1, 987654321098765432
+    groups = [int(rng.choice([0, guild_a, guild_b])) for _ in docs]
+    index = BM25Index(auto_merge_max_docs=100)
+    for s in range(0, 900, 300):
+        index.add(range(s, s + 300), docs[s : s + 300], groups[s : s + 300])
+    index.add([5000], [["lonely", "guild", "only"]], [guild_b])
+    ref = BM25Okapi(docs + [["lonely", "guild", "only"]])
+    all_groups = groups + [guild_b]
+
+    for _ in range(30):
+        q = random_question(rng)
+        all_ids, all_scores = index.match(q)
+        full = dict(zip(all_ids.tolist(), all_scores.tolist()))
+        for wanted in ({0}, {guild_a}, {0, guild_b}, set()):
+            ids, scores = index.match(q, groups=wanted)
+            expected = {i for i in full if all_groups[min(i, 900)] in wanted}
+            assert set(ids.tolist()) == expected
+            for i, s in zip(ids.tolist(), scores.tolist()):
+                assert s == full[i]  # statistics do not depend on the filter
+        top = index.top_k(q, 5, groups=[guild_a])
+        assert all(all_groups[i] == guild_a for i, _ in top)
+        want = [x for x in reference_ranking(ref, docs + [["lonely", "guild", "only"]], list(range(900)) + [5000], q, 2000)
+                if all_groups[min(x[0], 900)] == guild_a][:5]
+        assert_same_ranking(top, want)
+
+    assert [i for i, _ in index.top_k(["lonely"], 3, groups={guild_b})] == [5000]
+    assert index.top_k(["lonely"], 3, groups={guild_a}) == []
+
+
+# ------------------------------------------------------------ persistence
+
+
+def test_saved_index_loads_back_and_answers_identically(tmp_path: Path) -> None:
+    rng = np.random.default_rng(17)
+    docs = zipf_corpus(rng, 700) + [["naïve", "café", "日本語"]]
+    index = BM25Index(k1=1.2, b=0.7)
+    index.add(range(400), docs[:400], [i % 3 for i in range(400)])
+    index.add(range(400, 701), docs[400:], [7] * 301)
+    index.remove(range(0, 700, 10))
+    path = tmp_path / "library.bm25"
+    index.save(path, stamp="v1:abc")
+    assert [p.name for p in tmp_path.iterdir()] == ["library.bm25"]  # no temp file left
+
+    loaded = BM25Index.load(path, stamp="v1:abc")
+    assert loaded is not None
+    assert (loaded.k1, loaded.b, loaded.epsilon) == (1.2, 0.7, 0.25)
+    assert len(loaded) == len(index) and 10 not in loaded and 11 in loaded
+    for _ in range(30):
+        q = random_question(rng) + ["café"]
+        assert loaded.top_k(q, 10) == index.top_k(q, 10)
+        assert loaded.top_k(q, 10, groups={7}) == index.top_k(q, 10, groups={7})
+    # the loaded index keeps working incrementally
+    loaded.add([9999], [["café", "fresh"]])
+    assert loaded.top_k(["fresh"], 1)[0][0] == 9999
+
+
+def test_load_gives_none_for_missing_stale_or_corrupt_files(tmp_path: Path) -> None:
+    index = BM25Index()
+    index.add(range(200), zipf_corpus(np.random.default_rng(1), 200))
+    path = tmp_path / "idx.npz"
+    assert BM25Index.load(path, "s") is None  # missing
+    index.save(path, "s")
+    assert BM25Index.load(path, "s") is not None
+    assert BM25Index.load(path, "other") is None  # stale stamp
+
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # truncated write
+    assert BM25Index.load(path, "s") is None
+    path.write_bytes(b"definitely not an index")
+    assert BM25Index.load(path, "s") is None
+    flipped = bytearray(good)
+    flipped[len(good) // 3] ^= 0xFF  # bit rot inside an array
+    path.write_bytes(bytes(flipped))
+    assert BM25Index.load(path, "s") is None
+
+
+def test_save_replaces_the_previous_file_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "idx"
+    first = BM25Index()
+    first.add([1], [["old"]])
+    first.save(path, "a")
+    second = BM25Index()
+    second.add([2], [["new"]])
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bm25_module.np, "savez", boom)
+    with pytest.raises(OSError):
+        second.save(path, "b")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["idx"]  # temp file cleaned up
+    survivor = BM25Index.load(path, "a")
+    assert survivor is not None and 1 in survivor
+
+    second.save(path, "b")
+    loaded = BM25Index.load(path, "b")
+    assert loaded is not None and 2 in loaded and 1 not in loaded
+
+
+# ------------------------------------------------------------ concurrency
+
+
+def test_questions_during_concurrent_adds_and_compaction_see_whole_batches() -> None:
+    batch = 25
+    index = BM25Index(max_segments=3, auto_merge_max_docs=60)
+    rng = np.random.default_rng(2)
+    added: set[int] = set()
+    added_lock = threading.Lock()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        try:
+            for b in range(120):
+                ids = list(range(b * batch, (b + 1) * batch))
+                docs = [["marker"] + [f"w{int(x)}" for x in rng.integers(0, 200, 6)] for _ in ids]
+                with added_lock:
+                    added.update(ids)
+                index.add(ids, docs)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    def compactor() -> None:
+        try:
+            while not stop.is_set():
+                index.compact()
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+
+    seen_sizes: list[int] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                ids, _ = index.match(["marker"])
+                # An add publishes its whole batch at once, merges never lose docs.
+                assert len(ids) % batch == 0
+                assert len(set(ids.tolist())) == len(ids)
+                seen_sizes.append(len(ids))
+                top = index.top_k(["w3", "w7", "marker"], 10)
+                with added_lock:
+                    assert all(i in added for i, _ in top)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (writer, compactor, reader, reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert len(index) == 120 * batch
+    assert len(index.match(["marker"])[0]) == 120 * batch
+    assert len(seen_sizes) > 0
+
+
+def test_removals_that_land_during_a_background_merge_are_not_resurrected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(4)
+    docs = zipf_corpus(rng, 600)
+    index = BM25Index(max_segments=2, auto_merge_max_docs=0)
+    for s in range(0, 600, 100):
+        index.add(range(s, s + 100), docs[s : s + 100])
+    assert index.segment_count == 6
+    real_merge = bm25_module._merge_segments
+
+    def merge_while_someone_writes(uid, segs):  # type: ignore[no-untyped-def]
+        result = real_merge(uid, segs)
+        index.remove(range(0, 600, 4))  # lands after the merge read its snapshot
+        index.add([1000], [["late", "arrival"]])
+        return result
+
+    monkeypatch.setattr(bm25_module, "_merge_segments", merge_while_someone_writes)
+    assert index.compact(full=True)
+    monkeypatch.undo()
+
+    assert 0 not in index and 4 not in index and 1 in index and 1000 in index
+    keep = [i for i in range(600) if i % 4]
+    live_docs = [docs[i] for i in keep] + [["late", "arrival"]]
+    live_ids = keep + [1000]
+    ref = BM25Okapi(live_docs)
+    assert len(index) == len(live_ids)
+    for _ in range(30):
+        q = random_question(rng)
+        assert_same_ranking(index.top_k(q, 10), reference_ranking(ref, live_docs, live_ids, q, 10))
