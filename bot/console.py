@@ -131,7 +131,7 @@ async def run_console(settings: Settings, stdin: TextIO = sys.stdin) -> int:
 
     library = await open_library(settings)
     console = Console(library, settings)
-    count = await library.store.count_articles()
+    count = await library.count(scopes=None)
     interactive = stdin.isatty()
     console.say(f"Quotebot console: {count} article(s) in {settings.db_path}. Type a question, or !help.")
     try:

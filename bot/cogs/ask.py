@@ -1,0 +1,132 @@
+"""Asking: `/ask` and `!ask` (one hybrid command), a mention of the bot followed by a question,
+a direct message, and optional auto-answer channels. All of them share one per-user cooldown.
+
+In a server the answer comes from that server's articles and the global ones; in direct
+messages from the global ones only (`Library.ask` restricts by `guild_id`)."""
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.core.answers import QuestionError
+
+from .rendering import answer_reply, message_reply, send_reply
+
+if TYPE_CHECKING:
+    from bot.discord_bot import QuoteBot
+
+log = logging.getLogger(__name__)
+
+_QUESTION_WORDS = frozenset(
+    "who whom whose what when where why how which is are was were do does did can could should would will has have".split()
+)
+_FIRST_WORD = re.compile(r"[A-Za-z']+")
+
+
+def looks_like_question(text: str) -> bool:
+    """For auto-answer channels: a question mark, or a question word opening a few words."""
+    text = text.strip()
+    if len(text) < 8 or text.startswith(("http://", "https://")):
+        return False
+    if text.endswith("?"):
+        return True
+    first = _FIRST_WORD.match(text)
+    return first is not None and first.group().lower() in _QUESTION_WORDS and len(text.split()) >= 4
+
+
+class Ask(commands.Cog):
+    def __init__(self, bot: QuoteBot) -> None:
+        self.bot = bot
+        settings = bot.settings
+        self._cooldown: commands.CooldownMapping | None = None
+        if settings.ask_cooldown_seconds > 0:
+            self._cooldown = commands.CooldownMapping.from_cooldown(
+                settings.ask_cooldown_rate, settings.ask_cooldown_seconds, commands.BucketType.user
+            )
+        self._answer_channels = frozenset(settings.answer_channel_ids)
+
+    def _take_ask(self, source: commands.Context | discord.Message) -> commands.CommandOnCooldown | None:
+        """Take one of the user's asks; the cooldown error if they have none left."""
+        if self._cooldown is None:
+            return None
+        bucket = self._cooldown.get_bucket(source)
+        retry = bucket.update_rate_limit() if bucket is not None else None
+        if bucket is None or retry is None:
+            return None
+        return commands.CommandOnCooldown(bucket, retry, commands.BucketType.user)
+
+    @commands.hybrid_command(name="ask")
+    @app_commands.describe(question="Your question, e.g. who released the footage?")
+    async def ask(self, ctx: commands.Context[QuoteBot], *, question: str) -> None:
+        """Answer a question with quotes from the stored articles."""
+        on_cooldown = self._take_ask(ctx)
+        if on_cooldown is not None:
+            raise on_cooldown
+        # Acknowledge the interaction first: Discord allows 3 seconds before the first reply.
+        await ctx.defer()
+        answer = await self.bot.library.ask(question, guild_id=ctx.guild.id if ctx.guild else None)
+        await send_reply(ctx, answer_reply(answer))
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or self.bot.user is None:
+            return
+        mentioned = _after_mention(message.content, self.bot.user.id)
+        # A direct message is addressed to the bot, like a mention (and DMs carry content without
+        # the Message Content intent).
+        in_dm = message.guild is None
+        in_answer_channel = bool(self._answer_channels) and (
+            message.channel.id in self._answer_channels
+            or getattr(message.channel, "parent_id", None) in self._answer_channels
+        )
+        if mentioned is None and not in_dm and not in_answer_channel:
+            return
+        ctx = await self.bot.get_context(message)
+        if ctx.command is not None:
+            return  # a command (`@bot ask ...`, `!article list`): the command path answers it
+        if mentioned is not None:
+            await self._answer_message(message, mentioned, quiet=False)
+        elif ctx.prefix is not None:
+            return  # an unknown command ("!foo"): not a question
+        elif in_dm:
+            await self._answer_message(message, message.content, quiet=False)
+        elif looks_like_question(message.content):
+            await self._answer_message(message, message.content, quiet=True)
+
+    async def _answer_message(self, message: discord.Message, question: str, *, quiet: bool) -> None:
+        """Answer a message. `quiet` (auto-answer channels): say nothing unless something answers,
+        so the channel's ordinary conversation is not interrupted."""
+        on_cooldown = self._take_ask(message)
+        if on_cooldown is not None:
+            if not quiet:
+                await send_reply(message, message_reply(f"Slow down: try again in {max(1, round(on_cooldown.retry_after))} s."))
+            return
+        if not question.strip():
+            if not quiet:
+                await send_reply(message, message_reply("Ask me a question after the mention, e.g. who released the footage?"))
+            return
+        try:
+            answer = await self.bot.library.ask(question, guild_id=message.guild.id if message.guild else None)
+        except QuestionError as exc:
+            if not quiet:
+                await send_reply(message, message_reply(str(exc)))
+            return
+        if answer.answered or not quiet:
+            await send_reply(message, answer_reply(answer))
+
+
+def _after_mention(content: str, bot_id: int) -> str | None:
+    """The text after a leading mention of the bot, or None if the message does not start with one."""
+    for mention in (f"<@{bot_id}>", f"<@!{bot_id}>"):
+        if content.startswith(mention):
+            return content[len(mention) :].strip()
+    return None
+
+
+async def setup(bot: QuoteBot) -> None:
+    await bot.add_cog(Ask(bot))
