@@ -111,6 +111,8 @@ def _setup_logging(verbose: bool) -> None:
     import discord.utils
 
     discord.utils.setup_logging(level=logging.DEBUG if verbose else logging.WARNING, root=True)
+    # aiosqlite's debug log carries every statement's parameters: article text and user ids.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def limits_from(settings: Settings) -> Limits:

@@ -17,6 +17,7 @@ from .core.answers import QuestionError
 from .core.articles import GLOBAL_SCOPE, ArticleError
 from .core.fetch import FetchPolicy
 from .core.library import Library
+from .core.storage import StoreError
 from .core.render import answer_text, article_row, source_line
 from .settings import Settings
 
@@ -99,6 +100,8 @@ class Console:
                 self.say(f"Removed article {info.id}: {info.title}")
             else:
                 self.say("Usage: !article add PATH|URL, !article list [PAGE], !article show ID, !article remove ID")
+        except StoreError as exc:
+            self.say(str(exc))
         except ValueError as exc:
             # ArticleError is a ValueError; a bad number from int() lands here too.
             self.say(str(exc) if isinstance(exc, ArticleError) else "An article id is a number.")

@@ -12,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.answers import QuestionError
+from bot.core.storage import StoreBusy
 from bot.core.articles import ArticleError
 
 from .rendering import escape, message_reply, send_reply
@@ -30,6 +31,8 @@ def user_message(ctx: commands.Context | None, error: Exception) -> str | None:
     """The reply for an error a user can cause, or None for one they cannot (a bug, an outage)."""
     if isinstance(error, (ArticleError, QuestionError)):
         return escape(str(error))  # may quote a file name or URL the user gave
+    if isinstance(error, StoreBusy):
+        return str(error)  # busy or full: nothing changed, and trying later is the advice
     if isinstance(error, commands.CommandOnCooldown):
         return f"Slow down: try again in {max(1, round(error.retry_after))} s."
     if isinstance(error, commands.MaxConcurrencyReached):

@@ -210,9 +210,11 @@ def parse_jsonl(text: str, name: str, *, max_bytes: int):
 
 
 def _exported_draft(record: dict) -> ArticleDraft:
-    title = _str(record.get("title"))
-    if not title:
+    if not isinstance(record.get("title"), str) or not record["title"].strip():
         raise ArticleError('no "title"')
+    for key in ("source", "author", "url", "published", "caption"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise ArticleError(f'"{key}" is not text')
     return ArticleDraft(
         title=record["title"],
         body=record["text"],

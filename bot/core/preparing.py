@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 
@@ -15,6 +17,18 @@ from .articles import ArticleDraft, SentenceRecord
 from .sentences import article_sentences
 
 POOL_THRESHOLD = 64  # articles; below this a process start costs more than it saves
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: a worker whose parent was killed (kill -9 skips every clean-up) exits
+    instead of lingering."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def prepare(drafts: Sequence[ArticleDraft]) -> list[list[SentenceRecord]]:
@@ -33,7 +47,12 @@ class Preparer:
             return await asyncio.to_thread(prepare, drafts)
         if self._pool is None:
             # spawn, not fork: the parent has aiosqlite and discord threads that fork would copy mid-flight.
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         loop = asyncio.get_running_loop()
         size = -(-len(drafts) // self._workers)
         chunks = [drafts[i : i + size] for i in range(0, len(drafts), size)]

@@ -7,6 +7,7 @@ write that is half-way through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -63,6 +64,10 @@ class StoreError(RuntimeError):
     """The database cannot be used (locked, full, corrupt, from a newer version)."""
 
 
+class StoreBusy(StoreError):
+    """A write could not be made (locked or full); its message is safe to show anyone."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredSentence:
     id: int
@@ -106,6 +111,9 @@ class ArticleStore:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        # Interleaved statements on one connection keep a read transaction (an old snapshot)
+        # open; one read at a time means each sees everything committed before it.
+        self._read_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path | str) -> ArticleStore:
@@ -160,18 +168,29 @@ class ArticleStore:
         """Bulk import: many articles in one transaction (each whole, or the batch rolled back).
         Per article, (article id, sentence ids) or the DuplicateArticle it would have been."""
         results: list[tuple[int, list[int]] | DuplicateArticle] = []
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                for draft, sentences in batch:
-                    results.append(await self._insert(draft, sentences, scope, added_by))
-                if any(not isinstance(r, DuplicateArticle) for r in results):
-                    await self._bump_generation()
-                await self._writer.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._write_transaction():
+            for draft, sentences in batch:
+                results.append(await self._insert(draft, sentences, scope, added_by))
+            if any(not isinstance(r, DuplicateArticle) for r in results):
+                await self._bump_generation()
         return results
+
+    @contextlib.asynccontextmanager
+    async def _write_transaction(self) -> AsyncIterator[None]:
+        """One write transaction: committed whole or rolled back; a busy or full database is a
+        StoreError with a message fit for the admin who tried."""
+        async with self._write_lock:
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    await self._writer.execute("COMMIT")
+                except BaseException:
+                    await self._rollback()
+                    raise
+            except sqlite3.OperationalError as exc:
+                log.warning("Write to the library database failed: %s", exc)
+                raise StoreBusy("The library database is busy or full; nothing was changed. Try again later.") from exc
 
     async def _insert(
         self, draft: ArticleDraft, sentences: Sequence[SentenceRecord], scope: int, added_by: str | None
@@ -209,26 +228,20 @@ class ArticleStore:
 
     async def remove_article(self, article_id: int) -> list[int]:
         """Delete an article and its sentences; the removed sentence ids (empty if none)."""
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                async with self._writer.execute(
-                    "SELECT id FROM sentences WHERE article_id = ?", (article_id,)
-                ) as cur:
-                    ids = [r[0] for r in await cur.fetchall()]
-                cur = await self._writer.execute("DELETE FROM articles WHERE id = ?", (article_id,))
-                if cur.rowcount:
-                    await self._bump_generation()
-                await self._writer.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._write_transaction():
+            async with self._writer.execute("SELECT id FROM sentences WHERE article_id = ?", (article_id,)) as cur:
+                ids = [r[0] for r in await cur.fetchall()]
+            cur = await self._writer.execute("DELETE FROM articles WHERE id = ?", (article_id,))
+            if cur.rowcount:
+                await self._bump_generation()
         return ids if cur.rowcount else []
 
     async def _bump_generation(self) -> None:
         await self._writer.execute("UPDATE library_state SET value = value + 1 WHERE key = 'generation'")
 
     async def _rollback(self) -> None:
+        if not self._writer.in_transaction:  # SQLite already rolled back (e.g. disk full)
+            return
         try:
             await self._writer.execute("ROLLBACK")
         except sqlite3.Error:
@@ -236,8 +249,17 @@ class ArticleStore:
 
     # --- reads ------------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _read(self, sql: str, args: Sequence[object] = ()) -> AsyncIterator[aiosqlite.Cursor]:
+        async with self._read_lock:
+            try:
+                async with self._reader.execute(sql, args) as cur:
+                    yield cur
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"The library database cannot be read: {exc}") from exc
+
     async def generation(self) -> int:
-        async with self._reader.execute("SELECT value FROM library_state WHERE key = 'generation'") as cur:
+        async with self._read("SELECT value FROM library_state WHERE key = 'generation'") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -245,12 +267,12 @@ class ArticleStore:
         sql, args = "SELECT COUNT(*) FROM articles", ()
         if scope is not None:
             sql, args = sql + " WHERE scope = ?", (scope,)
-        async with self._reader.execute(sql, args) as cur:
+        async with self._read(sql, args) as cur:
             row = await cur.fetchone()
         return int(row[0])
 
     async def get_article(self, article_id: int) -> ArticleInfo | None:
-        async with self._reader.execute(
+        async with self._read(
             f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id = ?", (article_id,)
         ) as cur:
             row = await cur.fetchone()
@@ -261,7 +283,7 @@ class ArticleStore:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        async with self._reader.execute(
+        async with self._read(
             f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id IN ({marks})", ids
         ) as cur:
             return {row[0]: ArticleInfo(*row) for row in await cur.fetchall()}
@@ -276,17 +298,17 @@ class ArticleStore:
             args.extend(scopes)
         sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
         args.extend((limit, offset))
-        async with self._reader.execute(sql, args) as cur:
+        async with self._read(sql, args) as cur:
             return [ArticleInfo(*row) for row in await cur.fetchall()]
 
     async def article_text(self, article_id: int) -> tuple[str, str] | None:
         """(title, body) as stored."""
-        async with self._reader.execute("SELECT title, body FROM articles WHERE id = ?", (article_id,)) as cur:
+        async with self._read("SELECT title, body FROM articles WHERE id = ?", (article_id,)) as cur:
             row = await cur.fetchone()
         return (row[0], row[1]) if row else None
 
     async def sentences_of(self, article_id: int, limit: int = -1) -> list[StoredSentence]:
-        async with self._reader.execute(
+        async with self._read(
             "SELECT id, article_id, seq, paragraph, kind, start, \"end\", text, tokens FROM sentences WHERE article_id = ?"
             " ORDER BY seq LIMIT ?",
             (article_id, limit),
@@ -298,7 +320,7 @@ class ArticleStore:
         out: dict[int, StoredSentence] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            async with self._reader.execute(
+            async with self._read(
                 "SELECT id, article_id, seq, paragraph, kind, start, \"end\", text, tokens FROM sentences"
                 f" WHERE id IN ({','.join('?' * len(chunk))})",
                 chunk,
@@ -312,7 +334,7 @@ class ArticleStore:
         seqs = sorted(set(seqs))
         if not seqs:
             return {}
-        async with self._reader.execute(
+        async with self._read(
             "SELECT id, article_id, seq, paragraph, kind, start, \"end\", text, tokens FROM sentences WHERE article_id = ?"
             f" AND seq IN ({','.join('?' * len(seqs))})",
             (article_id, *seqs),
@@ -323,7 +345,7 @@ class ArticleStore:
         """Every sentence's stored tokens, for building the index without re-tokenising."""
         last = 0
         while True:
-            async with self._reader.execute(
+            async with self._read(
                 "SELECT s.id, a.scope, s.article_id, s.paragraph, s.tokens FROM sentences s"
                 " JOIN articles a ON a.id = s.article_id WHERE s.id > ? ORDER BY s.id LIMIT ?",
                 (last, batch),
@@ -341,7 +363,7 @@ class ArticleStore:
         """(id, scope, title, source, author, url, published, caption, body, added_by, added_at) rows."""
         last = 0
         while True:
-            async with self._reader.execute(
+            async with self._read(
                 "SELECT id, scope, title, source, author, url, published, caption, body, added_by, added_at"
                 " FROM articles WHERE id > ? ORDER BY id LIMIT ?",
                 (last, batch),
