@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Passage, QuestionError
 from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord
-from .bm25_index import BM25Index
 from .importers import Metadata, ParsedItem, parse_bytes, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
@@ -23,6 +22,8 @@ from .storage import ArticleStore, IndexRow, StoredSentence, paragraph_key
 from .tokens import normalise, tokenize
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from .fetch import FetchPolicy
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,11 @@ BULK_BATCH = 500
 
 IMPORTABLE_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".jsonl"}
 
-# A sentence is quoted only when it holds this share of the question's distinct terms and
-# scores at least this share of the best sentence: below that it is likely unrelated.
-MIN_COVERAGE = 0.34
+# A sentence is quoted only when its score reaches this share of what the question's words
+# are worth (Retriever.information: the sum of their idf) and at least this share of the
+# best sentence's score: below that it is likely unrelated. Calibrated on SQuAD
+# (docs/answer-quality.md): SQuAD questions answered, questions about absent articles declined.
+MIN_COVERAGE = 0.85
 MIN_RELATIVE_SCORE = 0.25
 
 
@@ -74,6 +77,8 @@ class Library:
         self.limits = limits
         self.top_k = top_k
         self._cache_path = _cache_path(store.path)
+        self._saved_stamp: str | None = None
+        self._compaction: asyncio.Task[None] | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -100,19 +105,36 @@ class Library:
         return library
 
     async def close(self) -> None:
+        if self._compaction is not None:
+            await self._compaction
         await self.save_index()
         await self.store.close()
 
+    def _after_change(self) -> None:
+        """Merge index segments in a worker thread once enough have piled up; questions keep
+        reading the published snapshot meanwhile."""
+        if self._compaction is None and self.retriever.needs_compaction:
+            self._compaction = asyncio.get_running_loop().create_task(self._compact())
+
+    async def _compact(self) -> None:
+        try:
+            await asyncio.to_thread(self.retriever.compact)
+        except Exception:
+            log.exception("Index compaction failed; the index stays as it was")
+        finally:
+            self._compaction = None
+
     async def _load_index(self) -> None:
         stamp = str(await self.store.generation())
-        index = None
+        loaded = None
         if self._cache_path is not None:
-            index = await asyncio.to_thread(BM25Index.load, self._cache_path, stamp)
-        if index is not None and len(index) == 0 and await self.store.count_articles() > 0:
-            index = None
-        if index is not None:
-            self.retriever = Retriever(index)
-            log.info("Loaded the index of %d sentences from %s", len(index), self._cache_path)
+            loaded = await asyncio.to_thread(Retriever.load, self._cache_path, stamp)
+        if loaded is not None and len(loaded) == 0 and await self.store.count_articles() > 0:
+            loaded = None
+        if loaded is not None:
+            self.retriever = loaded
+            self._saved_stamp = stamp
+            log.info("Loaded the index of %d sentences from %s", len(loaded), self._cache_path)
             return
         retriever = Retriever()
         async for rows in self.store.iter_index_rows():
@@ -125,8 +147,11 @@ class Library:
         if self._cache_path is None:
             return
         stamp = str(await self.store.generation())
+        if stamp == self._saved_stamp:
+            return
         try:
-            await asyncio.to_thread(self.retriever.index.save, self._cache_path, stamp)
+            await asyncio.to_thread(self.retriever.save, self._cache_path, stamp)
+            self._saved_stamp = stamp
         except OSError:
             # The cache is an optimisation: the database stays the truth.
             log.warning("Could not write the index cache %s", self._cache_path, exc_info=True)
@@ -151,7 +176,7 @@ class Library:
         if not hits:
             return []
         sentences = await self.store.sentences_by_ids(h.sentence_id for h in hits)
-        wanted = set(terms)
+        information = await asyncio.to_thread(self.retriever.information, terms)
         best = hits[0].score
         seen_texts: set[str] = set()
         chosen: list[list[tuple[StoredSentence, float]]] = []
@@ -161,7 +186,7 @@ class Library:
                 continue
             if hit.score < best * MIN_RELATIVE_SCORE:
                 break
-            coverage = len(wanted.intersection(s.tokens.split())) / len(wanted)
+            coverage = hit.score / information if information > 0 else 0.0
             if coverage < MIN_COVERAGE:
                 continue
             key = " ".join(normalise(s.text).split())
@@ -217,6 +242,7 @@ class Library:
             raise ArticleError("The article has no searchable words.")
         article_id, ids = await self.store.add_article(draft, records, scope=scope, added_by=added_by)
         await asyncio.to_thread(self.retriever.add, _index_rows(article_id, scope, ids, records))
+        self._after_change()
         info = await self.store.get_article(article_id)
         assert info is not None
         return Added(info, len(records))
@@ -235,12 +261,20 @@ class Library:
         return summary
 
     async def add_url(
-        self, url: str, *, scope: int, added_by: str | None, policy: FetchPolicy, meta: Metadata = Metadata()
+        self,
+        url: str,
+        *,
+        scope: int,
+        added_by: str | None,
+        policy: FetchPolicy,
+        meta: Metadata = Metadata(),
+        session: aiohttp.ClientSession | None = None,
     ) -> ImportSummary:
-        """Fetch a page (HTML or plain text) and import it like a file. Raises ArticleError."""
+        """Fetch a page (HTML or plain text) and import it like a file. Raises ArticleError.
+        `session`: a guarded session from `fetch.fetch_session`, shared by the bot."""
         from .fetch import fetch_page  # aiohttp is only needed once someone adds a URL
 
-        page = await fetch_page(url, policy)
+        page = await fetch_page(url, policy, session)
         meta = Metadata(meta.title, meta.source, meta.author, meta.url or page.final_url, meta.published)
         return await self.add_bytes(page.data, page.name, scope=scope, added_by=added_by, meta=meta)
 
@@ -324,6 +358,7 @@ class Library:
                     rows.extend(_index_rows(article_id, scope, ids, recs))
                     added_ids.append((article_id, len(recs)))
             await asyncio.to_thread(self.retriever.add, rows)
+            self._after_change()
             infos = await self.store.articles_by_ids(a for a, _ in added_ids)
             summary.added.extend(Added(infos[a], n) for a, n in added_ids)
         if progress:
@@ -336,6 +371,7 @@ class Library:
             raise ArticleError(f"No article {article_id} here.")
         ids = await self.store.remove_article(article_id)
         await asyncio.to_thread(self.retriever.remove, ids)
+        self._after_change()
         return info
 
     async def get(self, article_id: int, *, scopes: Sequence[int] | None) -> ArticleInfo:
@@ -346,6 +382,11 @@ class Library:
 
     async def first_sentences(self, article_id: int, n: int = 3) -> list[str]:
         return [s.text for s in await self.store.sentences_of(article_id, limit=n + 1) if s.kind != "title"][:n]
+
+    async def count(self, *, scopes: Sequence[int] | None) -> int:
+        if scopes is None:
+            return await self.store.count_articles()
+        return sum([await self.store.count_articles(scope) for scope in scopes])
 
     async def list(self, *, scopes: Sequence[int] | None, page: int = 1, per_page: int = 10) -> list[ArticleInfo]:
         return await self.store.list_articles(scopes, limit=per_page, offset=max(0, page - 1) * per_page)

@@ -1,15 +1,56 @@
-"""Ranking sentences against a question. Pure CPU: callers run it off the event loop."""
+"""Ranking sentences against a question. Pure CPU: callers run it off the event loop.
+
+A sentence is scored with its context, every part an exact BM25 over an incremental index
+(a question touches only the postings of its own terms, whatever the library size):
+
+    score = BM25(sentence)                                   words and answer-type tokens
+          + PARAGRAPH_WEIGHT * BM25(the sentence's paragraph)  its words, all sentences together
+          + BIGRAM_WEIGHT * BM25(the sentence's word pairs)    adjacent question words kept together
+
+Only sentences holding at least one question term are ranked. Headlines (paragraph 0 of an
+article) are ranked on their own words: they are nobody's paragraph context. Parameters and
+the measurements behind them: docs/answer-quality.md (`python -m bot.eval squad PATH`).
+"""
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
+import tempfile
 import threading
+import zipfile
+import zlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from .bm25_index import BM25Index
-from .storage import IndexRow
+from .storage import IndexRow, paragraph_key
+from .tokens import TOKENIZER_VERSION, is_answer_type
 
 log = logging.getLogger(__name__)
+
+# Sentence-length documents want little term-frequency saturation and length normalisation.
+SENTENCE_K1, SENTENCE_B = 0.5, 0.3
+# Paragraph context: near-binary term presence, full length normalisation.
+PARAGRAPH_K1, PARAGRAPH_B, PARAGRAPH_WEIGHT = 0.3, 1.0, 1.5
+BIGRAM_K1, BIGRAM_B, BIGRAM_WEIGHT = 0.5, 0.3, 0.3
+BIGRAM_BUCKETS = 1 << 18
+# Floor of a word's idf in information(): a word in most sentences still says a little.
+MIN_IDF = 0.1
+
+_FORMAT = "quotebot-retriever/1"
+# Part of the cache format: a cache written with other tokens or weights is rebuilt.
+_SCORING = (
+    f"s{SENTENCE_K1}/{SENTENCE_B} p{PARAGRAPH_K1}/{PARAGRAPH_B}x{PARAGRAPH_WEIGHT}"
+    f" b{BIGRAM_K1}/{BIGRAM_B}x{BIGRAM_WEIGHT}/{BIGRAM_BUCKETS} t{TOKENIZER_VERSION}"
+)
+_ARTICLE_STRIDE = paragraph_key(1, 0) - paragraph_key(0, 0)
+_EMPTY_IDS = np.zeros(0, dtype=np.int64)
+_EMPTY_SCORES = np.zeros(0, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,25 +59,324 @@ class Hit:
     score: float
 
 
+def is_headline_key(key: int) -> bool:
+    """Paragraph 0 of an article is its headline (see sentences.article_sentences)."""
+    return key % _ARTICLE_STRIDE == 0
+
+
+def bigrams(terms: Sequence[str]) -> list[str]:
+    """Adjacent word terms, as one of BIGRAM_BUCKETS tokens each: the phrase evidence of a
+    sentence or a question. Hashing bounds the bigram vocabulary (a million sentences hold
+    millions of distinct pairs); a bucket shared by unrelated pairs is rare and, being in
+    more sentences, weighs less."""
+    words = [t for t in terms if not is_answer_type(t)]
+    return [format(zlib.crc32(f"{a} {b}".encode()) % BIGRAM_BUCKETS, "x") for a, b in zip(words, words[1:])]
+
+
+class _SentenceMap:
+    """Sentence id -> paragraph number (-1: none). A dense array over the id range when ids
+    are compact (database row ids are), else sorted pairs. Readers take `view` once; writers
+    publish a new view, or write in place where no reader can be misled (new or dead ids)."""
+
+    def __init__(self) -> None:
+        self._count = 0  # ids ever set: bounds the dense range
+        self.view: tuple = ("dense", 0, np.zeros(0, dtype=np.int32))
+
+    def set(self, sids: np.ndarray, values: np.ndarray) -> None:
+        if len(sids) == 0:
+            return
+        self._count += len(sids)
+        kind, *state = self.view
+        lo, hi = int(sids.min()), int(sids.max())
+        if kind == "dense":
+            base, dense = state
+            if len(dense) == 0:
+                base = lo
+            new_base, new_end = min(base, lo), max(base + len(dense), hi + 1)
+            if new_end - new_base <= 4 * self._count + (1 << 20):
+                if new_base != base or new_end > base + len(dense):
+                    grown = np.full(max(new_end - new_base, 2 * len(dense)), -1, dtype=np.int32)
+                    grown[base - new_base : base - new_base + len(dense)] = dense
+                    dense, base = grown, new_base
+                dense[sids - base] = values
+                self.view = ("dense", base, dense)
+                return
+            ids, vals = self.items()
+            state = [ids, vals]
+        ids, vals = state
+        ids = np.concatenate([ids, sids])
+        vals = np.concatenate([vals, values.astype(np.int32)])
+        order = np.argsort(ids, kind="stable")
+        self.view = ("sorted", ids[order], vals[order])
+
+    def clear(self, sids: np.ndarray) -> None:
+        kind, a, b = self.view
+        if kind == "dense":
+            at = sids - a
+            b[at[(at >= 0) & (at < len(b))]] = -1
+        else:
+            keep = ~np.isin(a, sids)
+            self.view = ("sorted", a[keep], b[keep])
+
+    def lookup(self, sids: np.ndarray) -> np.ndarray:
+        kind, a, b = self.view
+        if len(b) == 0:
+            return np.full(len(sids), -1, dtype=np.int32)
+        if kind == "dense":
+            at = sids - a
+            inside = (at >= 0) & (at < len(b))
+            return np.where(inside, b[np.where(inside, at, 0)], -1)
+        at = np.minimum(np.searchsorted(a, sids), len(a) - 1)
+        return np.where(a[at] == sids, b[at], -1)
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, values) of every id set, ids ascending."""
+        kind, a, b = self.view
+        if kind == "dense":
+            at = np.flatnonzero(b >= 0)
+            return at.astype(np.int64) + a, b[at]
+        return a, b
+
+
+class _SentenceIndex(BM25Index):
+    """The sentence index. Saving it saves the whole retriever (context indexes too), so a
+    cache written through `retriever.index.save` is never mistaken for a sentence-only one
+    (`BM25Index.load` turns the combined file away and the library rebuilds)."""
+
+    owner: Retriever | None = None
+
+    def save(self, path: str | os.PathLike[str], stamp: str) -> None:  # type: ignore[override]
+        if self.owner is None:
+            super().save(path, stamp)
+        else:
+            self.owner.save(path, stamp)
+
+
 class Retriever:
     """The library's searchable side: sentence ids in, ranked sentence ids out."""
 
     def __init__(self, index: BM25Index | None = None) -> None:
-        self.index = index or BM25Index()
+        fresh = index is None
+        self.index = index if index is not None else _SentenceIndex(SENTENCE_K1, SENTENCE_B)
+        # Paragraph documents, numbered in order of arrival (ids are these numbers).
+        self.paragraphs = BM25Index(PARAGRAPH_K1, PARAGRAPH_B)
+        self.bigrams = BM25Index(BIGRAM_K1, BIGRAM_B)
+        self._paragraph_of = _SentenceMap()
+        self._paragraph_count = 0
+        # The paragraphs of the latest add(): paragraph key -> (number, words). A paragraph
+        # cut across two add() calls (a rebuild reads the database in batches) is joined.
+        self._tail: dict[int, tuple[int, list[str]]] = {}
         self._lock = threading.Lock()
+        # An index built elsewhere comes without its context: it is ranked on sentences alone.
+        self.has_context = fresh or len(self.index) == 0
+        if isinstance(self.index, _SentenceIndex):
+            self.index.owner = self
 
     def __len__(self) -> int:
         return len(self.index)
 
+    @property
+    def needs_compaction(self) -> bool:
+        """True when a background compact() would do useful work."""
+        return any(i.needs_compaction for i in (self.index, self.paragraphs, self.bigrams))
+
+    def memory_bytes(self) -> int:
+        """Approximate retained size of all indexes."""
+        kind, _, values = self._paragraph_of.view
+        extra = values.nbytes + (self._paragraph_of.view[1].nbytes if kind == "sorted" else 0)
+        return self.index.memory_bytes() + self.paragraphs.memory_bytes() + self.bigrams.memory_bytes() + extra
+
+    # --- changes -----------------------------------------------------------------------------
+
     def add(self, rows: Sequence[IndexRow]) -> None:
         if not rows:
             return
+        ids = [r.sentence_id for r in rows]
+        scopes = [r.scope for r in rows]
         with self._lock:
-            self.index.add([r.sentence_id for r in rows], [r.tokens for r in rows], [r.scope for r in rows])
+            self.index.add(ids, [r.tokens for r in rows], scopes)  # raises on a known id: nothing changed
+            if not self.has_context:
+                return
+            self.bigrams.add(ids, [bigrams(r.tokens) for r in rows], scopes)
+            tail: dict[int, tuple[int, list[str]]] = {}
+            doc_scope: dict[int, int] = {}
+            numbers = np.full(len(rows), -1, dtype=np.int32)
+            for n, r in enumerate(rows):
+                key = r.paragraph_key
+                if is_headline_key(key):
+                    continue
+                if key not in tail:
+                    earlier = self._tail.get(key)
+                    if earlier is not None:  # the rest of a paragraph begun by the previous add()
+                        self.paragraphs.remove([earlier[0]])
+                        tail[key] = (earlier[0], list(earlier[1]))
+                    else:
+                        tail[key] = (self._paragraph_count, [])
+                        self._paragraph_count += 1
+                number, words = tail[key]
+                words.extend(t for t in r.tokens if not is_answer_type(t))
+                doc_scope[key] = r.scope
+                numbers[n] = number
+            self._paragraph_of.set(np.asarray(ids, dtype=np.int64), numbers)
+            keys = list(tail)
+            self.paragraphs.add([tail[k][0] for k in keys], [tail[k][1] for k in keys], [doc_scope[k] for k in keys])
+            self._tail = tail
 
     def remove(self, sentence_ids: Iterable[int]) -> None:
+        ids = np.unique(np.fromiter((int(i) for i in sentence_ids), dtype=np.int64))
+        if len(ids) == 0:
+            return
         with self._lock:
-            self.index.remove(list(sentence_ids))
+            self.index.remove(ids.tolist())
+            if not self.has_context:
+                return
+            self.bigrams.remove(ids.tolist())
+            numbers = np.unique(self._paragraph_of.lookup(ids))
+            numbers = numbers[numbers >= 0]
+            # A paragraph leaves whole: its other sentences (if any stay) lose their context.
+            self.paragraphs.remove(numbers.tolist())
+            self._paragraph_of.clear(ids)
+            gone = set(numbers.tolist())
+            self._tail = {k: v for k, v in self._tail.items() if v[0] not in gone}
+
+    def compact(self, full: bool = False) -> bool:
+        """Merge index segments (meant for a background thread); True if anything changed."""
+        changed = self.index.compact(full)
+        changed = self.paragraphs.compact(full) or changed
+        return self.bigrams.compact(full) or changed
+
+    # --- questions -----------------------------------------------------------------------------
 
     def search(self, terms: Sequence[str], k: int, scopes: Collection[int] | None = None) -> list[Hit]:
-        return [Hit(i, s) for i, s in self.index.top_k(terms, k, scopes)]
+        """The best `k` sentences holding a question term, by score then id."""
+        if k <= 0:
+            return []
+        ids, scores = self.scores(terms, scopes)
+        if len(ids) == 0:
+            return []
+        if len(ids) > k:
+            kth = np.partition(scores, len(ids) - k)[len(ids) - k]
+            keep = np.flatnonzero(scores >= kth)
+            ids, scores = ids[keep], scores[keep]
+        order = np.lexsort((ids, -scores))[:k]
+        return [Hit(int(i), float(s)) for i, s in zip(ids[order], scores[order])]
+
+    def scores(self, terms: Sequence[str], scopes: Collection[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(sentence ids, scores) of every sentence holding a question term, unordered:
+        what search() ranks (evaluations rank all of them)."""
+        ids, scores = self.index.match(terms, scopes)
+        if len(ids) == 0 or not self.has_context:
+            return ids, scores
+        words = [t for t in terms if not is_answer_type(t)]
+        total = scores.copy()
+        if words:
+            p_ids, p_scores = self.paragraphs.match(words, scopes)
+            if len(p_ids):
+                numbers = self._paragraph_of.lookup(ids)
+                total += PARAGRAPH_WEIGHT * _values_at(p_ids, p_scores, numbers, self._paragraph_count)
+        pairs = bigrams(words)
+        if pairs:
+            b_ids, b_scores = self.bigrams.match(pairs, scopes)
+            if len(b_ids):
+                total += BIGRAM_WEIGHT * _values_at(b_ids, b_scores, ids, None)
+        return ids, total
+
+    def information(self, terms: Sequence[str]) -> float:
+        """What a full match of the question is worth: the sum of the idf of its distinct words
+        (a word the library does not hold counts as one found once, the rarest there is). A
+        hit's score over this is its strength: the library's test for "this answers it"."""
+        words = {t for t in terms if not is_answer_type(t)}
+        n = len(self.index)
+        if not words or n == 0:
+            return 0.0
+        total = 0.0
+        for word in words:
+            df = max(len(self.index.match([word])[0]), 1)
+            total += max(math.log((n - df + 0.5) / (df + 0.5)), MIN_IDF)
+        return total
+
+    # --- cache ---------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], stamp: str) -> None:
+        """Write every index to one file, atomically (temp file in the same dir + os.replace)."""
+        path = Path(path)
+        parts = {"sentences.npz": self.index, "paragraphs.npz": self.paragraphs, "bigrams.npz": self.bigrams}
+        with self._lock, tempfile.TemporaryDirectory(prefix=path.name + ".", dir=path.parent) as tmp:
+            for name, index in parts.items():
+                BM25Index.save(index, Path(tmp) / name, _part_stamp(stamp))
+            sids, numbers = self._paragraph_of.items()
+            np.savez(Path(tmp) / "paragraph_of.npz", sids=sids, numbers=numbers)
+            meta = {
+                "format": _FORMAT,
+                "scoring": _SCORING,
+                "stamp": stamp,
+                "context": self.has_context,
+                "paragraph_count": self._paragraph_count,
+            }
+            np.save(Path(tmp) / "meta.npy", np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+            bundle = Path(tmp) / "bundle"
+            with zipfile.ZipFile(bundle, "w", zipfile.ZIP_STORED) as zf:
+                for name in ("meta.npy", *parts, "paragraph_of.npz"):
+                    zf.write(Path(tmp) / name, name)
+            with open(bundle, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(bundle, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], stamp: str) -> Retriever | None:
+        """A retriever saved by save(), or None if missing, unreadable, stale or of another
+        version (other tokens or weights)."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        try:
+            with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(prefix=path.name + ".", dir=path.parent) as tmp:
+                with zf.open("meta.npy") as fh:
+                    meta = json.loads(np.load(fh, allow_pickle=False).tobytes().decode())
+                if meta.get("format") != _FORMAT or meta.get("scoring") != _SCORING or meta.get("stamp") != stamp:
+                    log.info("Index cache %s is stale or of another version, rebuilding", path)
+                    return None
+                loaded = []
+                for name, kind in (("sentences.npz", _SentenceIndex), ("paragraphs.npz", BM25Index), ("bigrams.npz", BM25Index)):
+                    zf.extract(name, tmp)
+                    index = kind.load(Path(tmp) / name, _part_stamp(stamp))
+                    if index is None:
+                        return None
+                    loaded.append(index)
+                zf.extract("paragraph_of.npz", tmp)
+                with np.load(Path(tmp) / "paragraph_of.npz", allow_pickle=False) as npz:
+                    sids, numbers = npz["sids"].astype(np.int64), npz["numbers"].astype(np.int32)
+            count = int(meta["paragraph_count"])
+        except Exception as exc:  # an unreadable cache only means "rebuild"
+            log.warning("Index cache %s unreadable (%s: %s), rebuilding", path, type(exc).__name__, exc)
+            return None
+        if len(sids) != len(numbers) or (len(numbers) and int(numbers.max()) >= count):
+            log.warning("Index cache %s is inconsistent, rebuilding", path)
+            return None
+        retriever = cls(loaded[0])
+        retriever.paragraphs, retriever.bigrams = loaded[1], loaded[2]
+        retriever.has_context = bool(meta.get("context", True))
+        retriever._paragraph_of.set(sids, numbers)
+        retriever._paragraph_count = count
+        return retriever
+
+
+def _part_stamp(stamp: str) -> str:
+    # The parts are zip files stored inside the cache file: a cut-off cache can look like a
+    # part to a plain BM25Index.load, which their own stamp then turns away.
+    return f"{stamp}:retriever-part"
+
+
+def _values_at(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray, key_space: int | None) -> np.ndarray:
+    """values[keys == w] for each w of `wanted` (0 where absent or w < 0), clipped at 0: context
+    only adds (in a tiny library BM25's idf floor can turn negative). With a small `key_space`
+    the lookup goes through a dense array, else through a sort."""
+    values = np.maximum(values, 0.0)
+    if key_space is not None and key_space <= 16 * len(keys) + 4096:
+        dense = np.zeros(key_space + 1, dtype=np.float64)  # the last slot answers w = -1
+        dense[keys] = values
+        return dense[np.where(wanted >= 0, wanted, key_space)]
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, values[at], 0.0)

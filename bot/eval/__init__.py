@@ -1,0 +1,1 @@
+"""Answer-quality evaluations: `python -m bot.eval squad PATH` (see docs/answer-quality.md)."""

@@ -1,0 +1,38 @@
+"""`python -m bot.eval squad PATH [--limit N] [--json]`: answer quality on SQuAD v1.1 dev."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot.eval", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    squad = sub.add_parser("squad", help="ReQA-style sentence retrieval on SQuAD v1.1 (zipped or not)")
+    squad.add_argument("path", help="e.g. ../shared/data/squad-dev-v1.1.json.zip")
+    squad.add_argument("--limit", type=int, metavar="N", help="only N questions, spread over the file")
+    squad.add_argument(
+        "--ool-articles",
+        type=int,
+        metavar="N",
+        help="out-of-library check on N articles (default: every article with a question asked)",
+    )
+    squad.add_argument("--json", action="store_true", help="JSON output")
+    squad.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
+    if args.limit is not None and args.limit <= 0:
+        parser.error("--limit must be positive")
+
+    from .squad import run
+
+    try:
+        return run(args.path, args.limit, args.json, args.ool_articles)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
