@@ -166,3 +166,17 @@ def test_metadata_given_by_the_admin_wins_over_what_is_parsed():
     assert draft.title == "Karaoke in the North" and draft.source == "AFP"
     # The parsed headline still is not indexed twice: it stays out of the body.
     assert "Rare N. Korea video shows karaoke salons, markets" not in draft.body
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The war in the north lasted until 1945 and ended with a treaty signed in the capital[citation needed]",
+        "Final score in the cup match between the two rival clubs was 3:12",
+        "Ferry strike continues\nCrews walked out on Friday over pay and conditions.",
+    ],
+)
+def test_story_text_without_a_final_full_stop_is_kept_whole(text):
+    draft = parse_one(text.encode(), "story.txt", Metadata(title="Given title"))
+    assert draft.title == "Given title"
+    assert draft.body == text

@@ -50,6 +50,7 @@ _EDGE_DEBRIS = re.compile(
     r"|(?:\s[|»›/]\s.*){2,}",
     re.I,
 )
+MIN_WORDS = 3
 _SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*$""")
 
 
@@ -101,7 +102,12 @@ def strip_tail(paragraphs: list[str]) -> list[str]:
             break
         if _is_story_paragraph(para):
             story_seen += 1
-    while paragraphs and (_EDGE_DEBRIS.search(paragraphs[-1]) or not _SENTENCE_END.search(paragraphs[-1].strip())):
+    # A short unpunctuated last line is a link or a label; a long one is story text that
+    # happens to end in "[citation needed]" or a score.
+    while paragraphs and (
+        _EDGE_DEBRIS.search(paragraphs[-1])
+        or (len(paragraphs) > 1 and len(paragraphs[-1]) < 80 and not _SENTENCE_END.search(paragraphs[-1].strip()))
+    ):
         paragraphs = paragraphs[:-1]
     return paragraphs
 
@@ -135,11 +141,14 @@ def clean_text(
             parsed_source = byline.group("who").strip()
 
     parsed_title = None
-    if paragraphs and _is_headline(paragraphs[0]):
+    # A headline needs a story under it: a lone paragraph is the story itself.
+    if len(paragraphs) > 1 and _is_headline(paragraphs[0]):
         parsed_title = paragraphs.pop(0)
-    elif paragraphs and "\n" in paragraphs[0] and _is_headline(paragraphs[0].split("\n", 1)[0].strip()):
-        first, rest = paragraphs[0].split("\n", 1)
-        parsed_title, paragraphs[0] = first.strip(), rest.strip()
+    elif title is None and paragraphs and "\n" in paragraphs[0]:
+        # A headline printed straight above the first paragraph, with no blank line between.
+        first, _, rest = paragraphs[0].partition("\n")
+        if _is_headline(first.strip()) and rest.strip():
+            parsed_title, paragraphs[0] = first.strip(), rest.strip()
     final_title = (title or parsed_title or "").strip()
 
     # The headline repeated (pages often print it twice) is searchable once, via the title.
@@ -161,6 +170,9 @@ def clean_text(
         raise ArticleError("No article text found.")
     if not body:
         raise ArticleError("The article has a title but no text.")
+    if len(body.split()) < MIN_WORDS:
+        # What is left of a broken page or a stray word is not something to quote.
+        raise ArticleError(f"No article text found (only {len(body.split())} word(s)).")
     return ArticleDraft(
         title=final_title,
         body=body,
