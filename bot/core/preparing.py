@@ -17,6 +17,7 @@ from .articles import ArticleDraft, SentenceRecord
 from .sentences import article_sentences
 
 POOL_THRESHOLD = 64  # articles; below this a process start costs more than it saves
+CHUNK = 16  # articles per task handed to a worker
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -54,7 +55,9 @@ class Preparer:
                 initargs=(os.getpid(),),
             )
         loop = asyncio.get_running_loop()
-        size = -(-len(drafts) // self._workers)
+        # Small chunks: each result is unpickled in one call that holds the GIL, and a long one
+        # would stall the event loop.
+        size = CHUNK
         chunks = [drafts[i : i + size] for i in range(0, len(drafts), size)]
         parts = await asyncio.gather(*(loop.run_in_executor(self._pool, prepare, chunk) for chunk in chunks))
         return [records for part in parts for records in part]
