@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bot.core.bm25_index import BM25Index
-from bot.core.retrieval import Retriever, bigrams
+from bot.core.retrieval import Retriever
 from bot.core.sentences import article_sentences
 from bot.core.storage import IndexRow, paragraph_key
 from bot.core.tokens import answer_types, is_question, matched_word_spans, tokenize
@@ -223,7 +223,3 @@ def test_the_cache_round_trips_and_turns_away_what_it_cannot_trust(tmp_path):
         assert BM25Index.load(path, "7") is None
 
 
-def test_bigrams_are_bounded_tokens_of_adjacent_words():
-    pairs = bigrams(["super", "bowl", "#when", "50"])
-    assert len(pairs) == 2 and all(p.isalnum() and not p.startswith("#") for p in pairs)
-    assert bigrams(["super", "bowl"]) == pairs[:1]

@@ -5,7 +5,6 @@ A sentence is scored with its context, every part an exact BM25 over an incremen
 
     score = BM25(sentence)                                   words and answer-type tokens
           + PARAGRAPH_WEIGHT * BM25(the sentence's paragraph)  its words, all sentences together
-          + BIGRAM_WEIGHT * BM25(the sentence's word pairs)    adjacent question words kept together
 
 Only sentences holding at least one question term are ranked. Headlines (paragraph 0 of an
 article) are ranked on their own words: they are nobody's paragraph context. Parameters and
@@ -20,7 +19,6 @@ import os
 import tempfile
 import threading
 import zipfile
-import zlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +35,14 @@ log = logging.getLogger(__name__)
 SENTENCE_K1, SENTENCE_B = 0.5, 0.3
 # Paragraph context: near-binary term presence, full length normalisation.
 PARAGRAPH_K1, PARAGRAPH_B, PARAGRAPH_WEIGHT = 0.3, 1.0, 1.5
-BIGRAM_K1, BIGRAM_B, BIGRAM_WEIGHT = 0.5, 0.3, 0.3
-BIGRAM_BUCKETS = 1 << 18
 # Floor of a word's idf in information(): a word in most sentences still says a little.
 MIN_IDF = 0.1
 
-_FORMAT = "quotebot-retriever/1"
+_FORMAT = "quotebot-retriever/2"
 # Part of the cache format: a cache written with other tokens or weights is rebuilt.
 _SCORING = (
     f"s{SENTENCE_K1}/{SENTENCE_B} p{PARAGRAPH_K1}/{PARAGRAPH_B}x{PARAGRAPH_WEIGHT}"
-    f" b{BIGRAM_K1}/{BIGRAM_B}x{BIGRAM_WEIGHT}/{BIGRAM_BUCKETS} t{TOKENIZER_VERSION}"
+    f" t{TOKENIZER_VERSION}"
 )
 _ARTICLE_STRIDE = paragraph_key(1, 0) - paragraph_key(0, 0)
 _EMPTY_IDS = np.zeros(0, dtype=np.int64)
@@ -62,15 +58,6 @@ class Hit:
 def is_headline_key(key: int) -> bool:
     """Paragraph 0 of an article is its headline (see sentences.article_sentences)."""
     return key % _ARTICLE_STRIDE == 0
-
-
-def bigrams(terms: Sequence[str]) -> list[str]:
-    """Adjacent word terms, as one of BIGRAM_BUCKETS tokens each: the phrase evidence of a
-    sentence or a question. Hashing bounds the bigram vocabulary (a million sentences hold
-    millions of distinct pairs); a bucket shared by unrelated pairs is rare and, being in
-    more sentences, weighs less."""
-    words = [t for t in terms if not is_answer_type(t)]
-    return [format(zlib.crc32(f"{a} {b}".encode()) % BIGRAM_BUCKETS, "x") for a, b in zip(words, words[1:])]
 
 
 class _SentenceMap:
@@ -160,7 +147,6 @@ class Retriever:
         self.index = index if index is not None else _SentenceIndex(SENTENCE_K1, SENTENCE_B)
         # Paragraph documents, numbered in order of arrival (ids are these numbers).
         self.paragraphs = BM25Index(PARAGRAPH_K1, PARAGRAPH_B)
-        self.bigrams = BM25Index(BIGRAM_K1, BIGRAM_B)
         self._paragraph_of = _SentenceMap()
         self._paragraph_count = 0
         # The paragraphs of the latest add(): paragraph key -> (number, words). A paragraph
@@ -178,13 +164,13 @@ class Retriever:
     @property
     def needs_compaction(self) -> bool:
         """True when a background compact() would do useful work."""
-        return any(i.needs_compaction for i in (self.index, self.paragraphs, self.bigrams))
+        return any(i.needs_compaction for i in (self.index, self.paragraphs))
 
     def memory_bytes(self) -> int:
         """Approximate retained size of all indexes."""
         kind, _, values = self._paragraph_of.view
         extra = values.nbytes + (self._paragraph_of.view[1].nbytes if kind == "sorted" else 0)
-        return self.index.memory_bytes() + self.paragraphs.memory_bytes() + self.bigrams.memory_bytes() + extra
+        return self.index.memory_bytes() + self.paragraphs.memory_bytes() + extra
 
     # --- changes -----------------------------------------------------------------------------
 
@@ -197,7 +183,6 @@ class Retriever:
             self.index.add(ids, [r.tokens for r in rows], scopes)  # raises on a known id: nothing changed
             if not self.has_context:
                 return
-            self.bigrams.add(ids, [bigrams(r.tokens) for r in rows], scopes)
             tail: dict[int, tuple[int, list[str]]] = {}
             doc_scope: dict[int, int] = {}
             numbers = np.full(len(rows), -1, dtype=np.int32)
@@ -230,7 +215,6 @@ class Retriever:
             self.index.remove(ids.tolist())
             if not self.has_context:
                 return
-            self.bigrams.remove(ids.tolist())
             numbers = np.unique(self._paragraph_of.lookup(ids))
             numbers = numbers[numbers >= 0]
             # A paragraph leaves whole: its other sentences (if any stay) lose their context.
@@ -242,8 +226,7 @@ class Retriever:
     def compact(self, full: bool = False) -> bool:
         """Merge index segments (meant for a background thread); True if anything changed."""
         changed = self.index.compact(full)
-        changed = self.paragraphs.compact(full) or changed
-        return self.bigrams.compact(full) or changed
+        return self.paragraphs.compact(full) or changed
 
     # --- questions -----------------------------------------------------------------------------
 
@@ -274,11 +257,6 @@ class Retriever:
             if len(p_ids):
                 numbers = self._paragraph_of.lookup(ids)
                 total += PARAGRAPH_WEIGHT * _values_at(p_ids, p_scores, numbers, self._paragraph_count)
-        pairs = bigrams(words)
-        if pairs:
-            b_ids, b_scores = self.bigrams.match(pairs, scopes)
-            if len(b_ids):
-                total += BIGRAM_WEIGHT * _values_at(b_ids, b_scores, ids, None)
         return ids, total
 
     def information(self, terms: Sequence[str]) -> float:
@@ -300,7 +278,7 @@ class Retriever:
     def save(self, path: str | os.PathLike[str], stamp: str) -> None:
         """Write every index to one file, atomically (temp file in the same dir + os.replace)."""
         path = Path(path)
-        parts = {"sentences.npz": self.index, "paragraphs.npz": self.paragraphs, "bigrams.npz": self.bigrams}
+        parts = {"sentences.npz": self.index, "paragraphs.npz": self.paragraphs}
         with self._lock, tempfile.TemporaryDirectory(prefix=path.name + ".", dir=path.parent) as tmp:
             for name, index in parts.items():
                 BM25Index.save(index, Path(tmp) / name, _part_stamp(stamp))
@@ -337,7 +315,7 @@ class Retriever:
                     log.info("Index cache %s is stale or of another version, rebuilding", path)
                     return None
                 loaded = []
-                for name, kind in (("sentences.npz", _SentenceIndex), ("paragraphs.npz", BM25Index), ("bigrams.npz", BM25Index)):
+                for name, kind in (("sentences.npz", _SentenceIndex), ("paragraphs.npz", BM25Index)):
                     zf.extract(name, tmp)
                     index = kind.load(Path(tmp) / name, _part_stamp(stamp))
                     if index is None:
@@ -354,7 +332,7 @@ class Retriever:
             log.warning("Index cache %s is inconsistent, rebuilding", path)
             return None
         retriever = cls(loaded[0])
-        retriever.paragraphs, retriever.bigrams = loaded[1], loaded[2]
+        retriever.paragraphs = loaded[1]
         retriever.has_context = bool(meta.get("context", True))
         retriever._paragraph_of.set(sids, numbers)
         retriever._paragraph_count = count
