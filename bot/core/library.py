@@ -119,9 +119,17 @@ class Library:
         if self._compaction is None and self.retriever.needs_compaction:
             self._compaction = asyncio.get_running_loop().create_task(self._compact())
 
-    async def _compact(self) -> None:
+    async def compact_fully(self) -> None:
+        """Merge the index into as few segments as it will go (after a bulk import: questions
+        then visit one segment instead of dozens)."""
+        if self._compaction is not None:
+            await self._compaction
+        self._compaction = asyncio.get_running_loop().create_task(self._compact(full=True))
+        await self._compaction
+
+    async def _compact(self, full: bool = False) -> None:
         try:
-            await asyncio.to_thread(self.retriever.compact)
+            await asyncio.to_thread(self.retriever.compact, full)
         except Exception:
             log.exception("Index compaction failed; the index stays as it was")
         finally:
@@ -142,6 +150,8 @@ class Library:
         retriever = Retriever()
         async for rows in self.store.iter_index_rows():
             await asyncio.to_thread(retriever.add, rows)
+        # One segment per batch read would make every question visit dozens of them.
+        await asyncio.to_thread(retriever.compact, True)
         self.retriever = retriever
         log.info("Built the index of %d sentences", len(retriever))
         await self.save_index()
@@ -315,6 +325,8 @@ class Library:
             await self._store_batch(pending, scope, added_by, summary, preserve_scope, preparer, progress)
         finally:
             preparer.close()
+        if len(summary.added) >= BULK_BATCH:
+            await self.compact_fully()
         return summary
 
     async def _store_batch(
