@@ -163,3 +163,16 @@ def mock_interaction(
 async def slash_context(interaction: MagicMock) -> commands.Context:
     """The Context discord.py builds for a hybrid command invoked as a slash command."""
     return await commands.Context.from_interaction(interaction)
+
+
+async def said(content: str, channel, member) -> tuple[Exception | None, list]:
+    """A member's message through the simulated Discord: (command error if any, bot replies)."""
+    error = None
+    try:
+        await dpytest.message(content, channel=channel, member=member)
+    except Exception as exc:  # dpytest re-raises command errors after the bot's handler ran
+        error = exc
+    sent = []
+    while not dpytest.sent_queue.empty():
+        sent.append(await dpytest.sent_queue.get())
+    return error, sent

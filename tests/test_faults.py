@@ -446,25 +446,13 @@ async def test_a_corrupt_index_cache_is_rebuilt_and_answers_stay_right(tmp_path,
 
 discord = pytest.importorskip("discord")
 dpytest = pytest.importorskip("discord.ext.test")
+from conftest import said  # noqa: E402
 
 
 def http_error(status: int) -> Exception:
     response = type("Response", (), {"status": status, "reason": {400: "Bad Request", 403: "Forbidden", 429: "Too Many Requests"}[status]})()
     data = {"code": {400: 50035, 403: 50013, 429: 0}[status], "message": "simulated"}
     return (discord.Forbidden if status == 403 else discord.HTTPException)(response, data)
-
-
-async def said(content: str, channel, member) -> tuple[Exception | None, list]:
-    """A member's message through the simulated Discord: (command error if any, bot replies)."""
-    error = None
-    try:
-        await dpytest.message(content, channel=channel, member=member)
-    except Exception as exc:  # dpytest re-raises command errors after the bot's handler ran
-        error = exc
-    sent = []
-    while not dpytest.sent_queue.empty():
-        sent.append(await dpytest.sent_queue.get())
-    return error, sent
 
 
 @pytest.mark.parametrize("status", [400, 403, 429])

@@ -434,7 +434,7 @@ async def test_a_redirect_to_a_private_address_is_refused_before_connecting(web_
 # --- who may manage articles (the simulated Discord) ----------------------------------------------------
 
 dpytest = pytest.importorskip("discord.ext.test")
-from conftest import make_settings, mock_interaction  # noqa: E402
+from conftest import make_settings, mock_interaction, said  # noqa: E402
 
 IMPORTS_PER_HOUR = 2
 
@@ -449,18 +449,6 @@ class Options(SimpleNamespace):
 @pytest.fixture
 def settings(tmp_path):
     return make_settings(tmp_path, imports_per_admin_per_hour=IMPORTS_PER_HOUR, max_article_bytes=1_000)
-
-
-async def said(content: str, channel, member) -> tuple[Exception | None, list]:
-    error = None
-    try:
-        await dpytest.message(content, channel=channel, member=member)
-    except Exception as exc:  # dpytest re-raises command errors after the bot's handler ran
-        error = exc
-    sent = []
-    while not dpytest.sent_queue.empty():
-        sent.append(await dpytest.sent_queue.get())
-    return error, sent
 
 
 def text_of(messages) -> str:
