@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +248,14 @@ class Library:
 
     # --- articles in and out --------------------------------------------------------------------
 
+    async def _room(self, scope: int) -> int:
+        """How many more articles `scope` may hold; global articles have no limit."""
+        if scope == GLOBAL_SCOPE:
+            return sys.maxsize
+        return self.limits.max_articles_per_scope - await self.store.count_articles(scope)
+
     async def add_draft(self, draft: ArticleDraft, *, scope: int, added_by: str | None) -> Added:
-        if scope != GLOBAL_SCOPE and await self.store.count_articles(scope) >= self.limits.max_articles_per_scope:
+        if await self._room(scope) <= 0:
             raise ArticleError(f"This server already has {self.limits.max_articles_per_scope:,} articles, the limit.")
         records = await asyncio.to_thread(article_sentences, draft.title, draft.body, draft.caption)
         if not any(r.tokens for r in records):
@@ -355,11 +362,10 @@ class Library:
             scope = item.scope if preserve_scope and item.scope is not None else default_scope
             by_scope.setdefault(scope, []).append((item, recs))
         for scope, batch in by_scope.items():
-            if scope != GLOBAL_SCOPE:
-                room = self.limits.max_articles_per_scope - await self.store.count_articles(scope)
-                for item, _ in batch[max(room, 0) :]:
-                    summary.failed.append((item.where, f"the server already has {self.limits.max_articles_per_scope:,} articles, the limit"))
-                batch = batch[: max(room, 0)]
+            room = max(await self._room(scope), 0)
+            for item, _ in batch[room:]:
+                summary.failed.append((item.where, f"the server already has {self.limits.max_articles_per_scope:,} articles, the limit"))
+            batch = batch[:room]
             results = await self.store.add_articles(
                 [(item.draft, recs) for item, recs in batch], scope=scope, added_by=added_by  # type: ignore[misc]
             )
