@@ -101,7 +101,10 @@ class Library:
             if corpus_dir is not None and await store.generation() == 0 and corpus_dir.is_dir():
                 summary = await library.import_paths([corpus_dir], scope=GLOBAL_SCOPE, added_by="corpus")
                 log.info("Imported the shipped corpus: %s", summary.line())
-            await library._load_index()
+                # The import indexed every article as it stored it: nothing to load or rebuild.
+                await library.save_index()
+            else:
+                await library._load_index()
             _freeze_heap()
         except BaseException:
             await store.close()
