@@ -172,6 +172,44 @@ def test_many_small_adds_and_removes_rank_like_a_fresh_rank_bm25() -> None:
         assert_same_ranking(index.top_k(q, 10), reference_ranking(ref, live_docs, live_ids, q, 10))
 
 
+def test_merges_done_in_small_gil_slices_rank_exactly_like_rank_bm25(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Large merges run their GIL-holding numpy steps in slices so the event loop keeps
+    # running; a slice of 7 elements makes every slice boundary land mid-document.
+    monkeypatch.setattr(bm25_module, "_GIL_SLICE", 7)
+    rng = np.random.default_rng(31)
+    docs = zipf_corpus(rng, 900)
+    ids = [int(x) for x in np.cumsum(rng.integers(1, 9, size=900))]
+    index = BM25Index(auto_merge_max_docs=100)
+    for start in range(0, 900, 90):
+        index.add(ids[start : start + 90], docs[start : start + 90])
+    gone = set(ids[::5])
+    index.remove(gone)
+    assert index.compact(full=True)
+    assert index.segment_count == 1
+    keep = [j for j, i in enumerate(ids) if i not in gone]
+    live_docs, live_ids = [docs[j] for j in keep], [ids[j] for j in keep]
+    ref = BM25Okapi(live_docs)
+    for _ in range(40):
+        q = random_question(rng)
+        assert_same_ranking(index.top_k(q, 10), reference_ranking(ref, live_docs, live_ids, q, 10))
+
+
+def test_gil_friendly_helpers_equal_numpy_repeat_and_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bm25_module, "_GIL_SLICE", 5)
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        n = int(rng.integers(0, 25))
+        counts = rng.integers(0, 4, n) * (rng.random(n) < 0.7)  # zero-length runs included
+        starts = rng.integers(0, 100, n)
+        want = [x for s, c in zip(starts, counts) for x in range(s, s + c)]
+        assert bm25_module._ragged_take(starts, counts).tolist() == want
+        values = rng.integers(0, 2**20, n).astype(np.int32)
+        assert np.array_equal(bm25_module._repeat(values, counts, np.int32), np.repeat(values, counts))
+        mask = rng.random(n) < 0.5
+        got = bm25_module._repeat(mask, counts, np.int8).view(np.bool_)
+        assert np.array_equal(got, np.repeat(mask, counts))
+
+
 def test_removal_leaves_the_statistics_of_an_index_built_without_those_docs() -> None:
     rng = np.random.default_rng(3)
     docs = zipf_corpus(rng, 500)

@@ -55,6 +55,8 @@ _SEG_FIELDS = (
 )
 # Docs converted from tokens per chunk, bounding the int64 temporaries of a bulk add.
 _TOKEN_CHUNK = 65_536
+# Elements per call for numpy routines that hold the GIL (a few ms each).
+_GIL_SLICE = 1 << 20
 
 
 class _Vocab(dict):
@@ -170,13 +172,51 @@ def _distinct(a: np.ndarray) -> np.ndarray:
 
 
 def _ragged_take(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + c)`` for each pair, vectorised."""
-    counts = counts.astype(np.int64, copy=False)
-    total = int(counts.sum())
-    if total == 0:
+    """Concatenation of ``arange(s, s + c)`` for each pair, vectorised.
+
+    Built as the running sum of a step array (1 within a run, a jump at each
+    run's first slot) rather than with ``np.repeat``: repeat holds the GIL for
+    its whole run (~300 ms over a million-sentence index, a stall for every
+    other thread), while fancy assignment and cumsum release it.
+    """
+    keep = np.flatnonzero(counts)
+    if len(keep) == 0:
         return np.zeros(0, dtype=np.int64)
-    out_start = np.cumsum(counts) - counts
-    return np.arange(total, dtype=np.int64) + np.repeat(starts.astype(np.int64) - out_start, counts)
+    s = starts[keep].astype(np.int64)
+    c = counts[keep].astype(np.int64)
+    out_start = np.cumsum(c)
+    total = int(out_start[-1])
+    out_start -= c
+    step = np.ones(total, dtype=np.int64)
+    step[0] = s[0]
+    step[out_start[1:]] = s[1:] - (s[:-1] + c[:-1]) + 1
+    return _running_sum(step)
+
+
+def _running_sum(a: np.ndarray) -> np.ndarray:
+    """In-place cumsum, in slices: cumsum holds the GIL (30+ ms over 12M postings)."""
+    for lo in range(0, len(a), _GIL_SLICE):
+        if lo:
+            a[lo] += a[lo - 1]
+        np.cumsum(a[lo : lo + _GIL_SLICE], dtype=a.dtype, out=a[lo : lo + _GIL_SLICE])
+    return a
+
+
+def _repeat(values: np.ndarray, counts: np.ndarray, dtype: type[np.integer]) -> np.ndarray:
+    """``np.repeat(values, counts)`` as ``dtype``, without holding the GIL (see _ragged_take)."""
+    keep = np.flatnonzero(counts)
+    if len(keep) == 0:
+        return np.zeros(0, dtype=dtype)
+    v = values[keep].astype(np.int64)
+    c = counts[keep].astype(np.int64)
+    out_start = np.cumsum(c)
+    total = int(out_start[-1])
+    out_start -= c
+    step = np.zeros(total, dtype=dtype)
+    step[0] = v[0]
+    # Every step fits dtype because the running sums (the values) do.
+    step[out_start[1:]] = np.diff(v)
+    return _running_sum(step)
 
 
 def _uint_dtype(max_value: int) -> type[np.unsignedinteger]:
@@ -203,7 +243,7 @@ def _build_segment(
     fwd_tids = fwd_tids.astype(np.int32, copy=False)
     fwd_tf = fwd_tf.astype(_uint_dtype(int(fwd_tf.max()) if nnz else 0), copy=False)
     counts = np.diff(fwd_ptr)
-    rows_of = np.repeat(np.arange(n, dtype=np.int32), counts)
+    rows_of = _repeat(np.arange(n, dtype=np.int32), counts, np.int32)
 
     # Distinct (tf, dl) pairs and each forward entry's pair index.
     width = int(doc_len.max()) + 1 if n else 1
@@ -655,7 +695,7 @@ class BM25Index:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint8), np.zeros(n, dtype=np.int64)
         n_terms = len(self._vocab.terms)
         # Sorting packed (row, term) keys gives per-row unique terms and their tf.
-        key = np.repeat(np.arange(n, dtype=np.int64) * n_terms, lens)
+        key = _repeat(np.arange(n, dtype=np.int64) * n_terms, lens, np.int64)
         key += tids
         del tids
         key.sort()
@@ -800,7 +840,7 @@ class BM25Index:
                 continue
             # Statistics are recomputed rather than trusted, so they can never
             # disagree with the postings they describe.
-            df += np.bincount(a["fwd_tids"][np.repeat(alive, counts)], minlength=n_terms)
+            df += np.bincount(a["fwd_tids"][_repeat(alive, counts, np.int8).view(np.bool_)], minlength=n_terms)
             n_docs += n_live
             total_len += int(a["doc_len"][alive].sum(dtype=np.int64))
             live_ids.append(a["doc_ids"][alive])
