@@ -231,6 +231,21 @@ def test_removal_leaves_the_statistics_of_an_index_built_without_those_docs() ->
     assert index.vocabulary_size == fresh.vocabulary_size
 
 
+def test_document_frequencies_count_the_live_docs_holding_each_term() -> None:
+    rng = np.random.default_rng(17)
+    docs = zipf_corpus(rng, 500)
+    index = BM25Index(auto_merge_max_docs=50)
+    for start in range(0, 500, 60):
+        index.add(list(range(start, min(start + 60, 500))), docs[start : start + 60])
+    index.remove(range(0, 500, 3))
+    terms = ["w0", "w3", "w150", "everywhere", "never-seen-term"]
+    n, dfs = index.document_frequencies(terms)
+    live = [d for i, d in enumerate(docs) if i % 3]
+    assert n == len(live)
+    assert dfs == [sum(t in d for d in live) for t in terms]
+    assert dfs[-1] == 0 and dfs[0] > 0
+
+
 def test_removed_doc_can_be_added_again_and_duplicates_are_refused() -> None:
     index = BM25Index()
     index.add([1, 2, 3], [["apple", "pie"], ["apple"], ["pear"]])

@@ -430,6 +430,15 @@ class BM25Index:
         segs = self._state.segments
         return len(segs) > self.max_segments or any(self._is_dirty(s) for s in segs)
 
+    def document_frequencies(self, terms: Sequence[str]) -> tuple[int, list[int]]:
+        """(live docs, live docs holding each term) from one snapshot, without touching postings."""
+        st = self._state
+        dfs = []
+        for term in terms:
+            tid = self._vocab.get(term)
+            dfs.append(0 if tid is None or tid >= st.n_terms else int(st.df[tid]))
+        return st.n_docs, dfs
+
     def memory_bytes(self) -> int:
         """Approximate retained size: numpy arrays plus the vocabulary."""
         st = self._state

@@ -182,18 +182,25 @@ class Library:
         if len(question) > self.limits.max_question_chars:
             raise QuestionError(f"That question is too long ({len(question)} characters; the limit is {self.limits.max_question_chars}).")
         k = top_k or self.top_k
-        terms = await asyncio.to_thread(tokenize, question)
+        # One trip to a worker thread for all the CPU work: every hop costs a wake-up.
+        terms, hits, information = await asyncio.to_thread(self._rank, question, max(30, k * 10), scopes_for(guild_id))
         if not terms:
             return Answer(question, (), frozenset(), ONLY_COMMON_WORDS)
-        hits = await asyncio.to_thread(self.retriever.search, terms, max(30, k * 10), scopes_for(guild_id))
-        passages = await self._compose(terms, hits, k)
+        passages = await self._compose(hits, information, k)
         return Answer(question, tuple(passages), frozenset(terms), None if passages else NOTHING_MATCHES)
 
-    async def _compose(self, terms: Sequence[str], hits: list[Hit], k: int) -> list[Passage]:
+    def _rank(self, question: str, k: int, scopes: Sequence[int]) -> tuple[list[str], list[Hit], float]:
+        """(question terms, best hits, what a full match is worth); runs in a worker thread."""
+        terms = tokenize(question)
+        if not terms:
+            return terms, [], 0.0
+        retriever = self.retriever
+        return terms, retriever.search(terms, k, scopes), retriever.information(terms)
+
+    async def _compose(self, hits: list[Hit], information: float, k: int) -> list[Passage]:
         if not hits:
             return []
         sentences = await self.store.sentences_by_ids(h.sentence_id for h in hits)
-        information = await asyncio.to_thread(self.retriever.information, terms)
         best = hits[0].score
         seen_texts: set[str] = set()
         chosen: list[list[tuple[StoredSentence, float]]] = []

@@ -263,13 +263,13 @@ class Retriever:
         """What a full match of the question is worth: the sum of the idf of its distinct words
         (a word the library does not hold counts as one found once, the rarest there is). A
         hit's score over this is its strength: the library's test for "this answers it"."""
-        words = {t for t in terms if not is_answer_type(t)}
-        n = len(self.index)
+        words = sorted({t for t in terms if not is_answer_type(t)})
+        n, dfs = self.index.document_frequencies(words)
         if not words or n == 0:
             return 0.0
         total = 0.0
-        for word in words:
-            df = max(len(self.index.match([word])[0]), 1)
+        for df in dfs:
+            df = max(df, 1)
             total += max(math.log((n - df + 0.5) / (df + 0.5)), MIN_IDF)
         return total
 

@@ -89,6 +89,7 @@ class IndexRow:
     tokens: tuple[str, ...]
 
 
+_SENTENCE_COLUMNS = 'id, article_id, seq, paragraph, kind, start, "end", text, tokens'
 _ARTICLE_COLUMNS = (
     "id, scope, title, source, author, url, published, caption, added_by, added_at, sentence_count"
 )
@@ -249,44 +250,37 @@ class ArticleStore:
 
     # --- reads ------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _read(self, sql: str, args: Sequence[object] = ()) -> AsyncIterator[aiosqlite.Cursor]:
+    async def _fetch(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
+        """All rows of a read, in one trip to the database thread (execute, fetch and close
+        as separate awaits would be three, and a question makes several reads)."""
         async with self._read_lock:
             try:
-                async with self._reader.execute(sql, args) as cur:
-                    yield cur
+                return list(await self._reader.execute_fetchall(sql, args))
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"The library database cannot be read: {exc}") from exc
 
     async def generation(self) -> int:
-        async with self._read("SELECT value FROM library_state WHERE key = 'generation'") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._fetch("SELECT value FROM library_state WHERE key = 'generation'")
+        return int(rows[0][0]) if rows else 0
 
     async def count_articles(self, scope: int | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM articles", ()
         if scope is not None:
             sql, args = sql + " WHERE scope = ?", (scope,)
-        async with self._read(sql, args) as cur:
-            row = await cur.fetchone()
-        return int(row[0])
+        rows = await self._fetch(sql, args)
+        return int(rows[0][0])
 
     async def get_article(self, article_id: int) -> ArticleInfo | None:
-        async with self._read(
-            f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id = ?", (article_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return ArticleInfo(*row) if row else None
+        rows = await self._fetch(f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id = ?", (article_id,))
+        return ArticleInfo(*rows[0]) if rows else None
 
     async def articles_by_ids(self, ids: Iterable[int]) -> dict[int, ArticleInfo]:
         ids = list(set(ids))
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        async with self._read(
-            f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id IN ({marks})", ids
-        ) as cur:
-            return {row[0]: ArticleInfo(*row) for row in await cur.fetchall()}
+        rows = await self._fetch(f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id IN ({marks})", ids)
+        return {row[0]: ArticleInfo(*row) for row in rows}
 
     async def list_articles(
         self, scopes: Sequence[int] | None = None, *, limit: int = 50, offset: int = 0
@@ -298,35 +292,29 @@ class ArticleStore:
             args.extend(scopes)
         sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
         args.extend((limit, offset))
-        async with self._read(sql, args) as cur:
-            return [ArticleInfo(*row) for row in await cur.fetchall()]
+        return [ArticleInfo(*row) for row in await self._fetch(sql, args)]
 
     async def article_text(self, article_id: int) -> tuple[str, str] | None:
         """(title, body) as stored."""
-        async with self._read("SELECT title, body FROM articles WHERE id = ?", (article_id,)) as cur:
-            row = await cur.fetchone()
-        return (row[0], row[1]) if row else None
+        rows = await self._fetch("SELECT title, body FROM articles WHERE id = ?", (article_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     async def sentences_of(self, article_id: int, limit: int = -1) -> list[StoredSentence]:
-        async with self._read(
-            "SELECT id, article_id, seq, paragraph, kind, start, \"end\", text, tokens FROM sentences WHERE article_id = ?"
-            " ORDER BY seq LIMIT ?",
+        rows = await self._fetch(
+            f"SELECT {_SENTENCE_COLUMNS} FROM sentences WHERE article_id = ? ORDER BY seq LIMIT ?",
             (article_id, limit),
-        ) as cur:
-            return [StoredSentence(*row) for row in await cur.fetchall()]
+        )
+        return [StoredSentence(*row) for row in rows]
 
     async def sentences_by_ids(self, ids: Iterable[int]) -> dict[int, StoredSentence]:
         ids = list(ids)
         out: dict[int, StoredSentence] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            async with self._read(
-                "SELECT id, article_id, seq, paragraph, kind, start, \"end\", text, tokens FROM sentences"
-                f" WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ) as cur:
-                for row in await cur.fetchall():
-                    out[row[0]] = StoredSentence(*row)
+            rows = await self._fetch(
+                f"SELECT {_SENTENCE_COLUMNS} FROM sentences WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
+            out.update((row[0], StoredSentence(*row)) for row in rows)
         return out
 
     async def neighbours(self, article_id: int, seqs: Iterable[int]) -> dict[int, StoredSentence]:
@@ -334,23 +322,22 @@ class ArticleStore:
         seqs = sorted(set(seqs))
         if not seqs:
             return {}
-        async with self._read(
-            "SELECT id, article_id, seq, paragraph, kind, start, \"end\", text, tokens FROM sentences WHERE article_id = ?"
+        rows = await self._fetch(
+            f"SELECT {_SENTENCE_COLUMNS} FROM sentences WHERE article_id = ?"
             f" AND seq IN ({','.join('?' * len(seqs))})",
             (article_id, *seqs),
-        ) as cur:
-            return {row[2]: StoredSentence(*row) for row in await cur.fetchall()}
+        )
+        return {row[2]: StoredSentence(*row) for row in rows}
 
     async def iter_index_rows(self, batch: int = 20_000) -> AsyncIterator[list[IndexRow]]:
         """Every sentence's stored tokens, for building the index without re-tokenising."""
         last = 0
         while True:
-            async with self._read(
+            rows = await self._fetch(
                 "SELECT s.id, a.scope, s.article_id, s.paragraph, s.tokens FROM sentences s"
                 " JOIN articles a ON a.id = s.article_id WHERE s.id > ? ORDER BY s.id LIMIT ?",
                 (last, batch),
-            ) as cur:
-                rows = await cur.fetchall()
+            )
             if not rows:
                 return
             yield [
@@ -363,12 +350,11 @@ class ArticleStore:
         """(id, scope, title, source, author, url, published, caption, body, added_by, added_at) rows."""
         last = 0
         while True:
-            async with self._read(
+            rows = await self._fetch(
                 "SELECT id, scope, title, source, author, url, published, caption, body, added_by, added_at"
                 " FROM articles WHERE id > ? ORDER BY id LIMIT ?",
                 (last, batch),
-            ) as cur:
-                rows = await cur.fetchall()
+            )
             if not rows:
                 return
             yield rows
