@@ -287,7 +287,7 @@ class Library:
         try:
             await self._store_batch(items, scope, added_by, summary, False, preparer, None)
         finally:
-            preparer.close()
+            await preparer.close()
         return summary
 
     async def add_url(
@@ -341,7 +341,7 @@ class Library:
                     del pending[:BULK_BATCH]
             await self._store_batch(pending, scope, added_by, summary, preserve_scope, preparer, progress)
         finally:
-            preparer.close()
+            await preparer.close()
         if len(summary.added) >= BULK_BATCH:
             await self.compact_fully()
         return summary

@@ -62,7 +62,8 @@ class Preparer:
         parts = await asyncio.gather(*(loop.run_in_executor(self._pool, prepare, chunk) for chunk in chunks))
         return [records for part in parts for records in part]
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            # Joining the workers takes tens to hundreds of milliseconds: not on the event loop.
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
