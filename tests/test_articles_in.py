@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.core import importers
 from bot.core.articles import ArticleError
 from bot.core.importers import Metadata, detect_format, parse_bytes
 from bot.core.sentences import article_sentences, split_sentences
@@ -138,6 +139,28 @@ def test_json_lines_load_each_article_and_report_bad_lines_by_number():
     assert [i.draft.title for i in items if i.draft] == ["One", "Two"]
     assert [i.where for i in items if i.error] == ["bulk.jsonl:2", "bulk.jsonl:4"]
     assert items[2].draft.source == "Herald"
+
+
+def test_a_large_bulk_file_read_in_slices_loses_no_character_and_no_line(monkeypatch):
+    # Big files are decoded and split line by line in slices (so the bot keeps answering while
+    # one loads); a 5-byte slice cuts every accented letter and emoji and line ending somewhere.
+    monkeypatch.setattr(importers, "_SLICE", 5)
+    articles = [
+        {"title": f"Caf\u00e9 report {n}", "text": f"The caf\u00e9 on quay {n} served cr\u00e8me br\u00fbl\u00e9e \U0001F370 to {n} guests."}
+        for n in range(40)
+    ]
+    data = b"\xef\xbb\xbf" + "\r\n".join(json.dumps(a, ensure_ascii=False) for a in articles).encode()
+    items = parse_bytes(data, "feed.jsonl", max_bytes=LIMIT)
+    assert [i.draft.title for i in items] == [a["title"] for a in articles]
+    assert [i.draft.body for i in items] == [a["text"] for a in articles]
+    assert items[-1].where == "feed.jsonl:40"
+
+
+def test_a_bad_byte_deep_in_a_large_file_is_reported_at_its_offset(monkeypatch):
+    monkeypatch.setattr(importers, "_SLICE", 64)
+    data = ("Caf\u00e9 news. " * 100).encode() + b"\xff" + b"More news. " * 10  # 12 bytes a phrase
+    with pytest.raises(ArticleError, match="offset 1200"):
+        parse_bytes(data, "feed.txt", max_bytes=LIMIT)
 
 
 @pytest.mark.parametrize(
