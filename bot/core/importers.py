@@ -6,7 +6,6 @@ holds HTML is read as HTML and a `.html` that holds a PNG is refused.
 from __future__ import annotations
 
 import codecs
-import io
 import itertools
 import json
 import logging
@@ -101,10 +100,16 @@ def _utf8(data: bytes) -> str:
 
 
 def _lines(text: str) -> Iterator[str]:
-    """The lines of a text without splitting it all at once (see _SLICE); '\n', '\r\n' and
-    '\r' end a line, as in JSON Lines (U+2028 inside a JSON string does not)."""
-    for line in io.StringIO(text, newline=""):
-        yield line.rstrip("\r\n")
+    """The lines of a text, found one at a time (see _SLICE: splitlines() or a StringIO copies
+    the whole text in one call). A line ends at '\n' or '\r\n', as in JSON Lines; a U+2028
+    inside a JSON string does not end it."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        if end < 0:
+            end = len(text)
+        yield text[start:end].rstrip("\r")
+        start = end + 1
 
 
 def detect_format(text: str, name: str) -> str:
