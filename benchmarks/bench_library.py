@@ -1,5 +1,6 @@
 """End-to-end benchmark of the library: bulk import, start-up, questions, add-to-answerable,
-and event-loop stalls, through the same `Library` the bot uses.
+and event-loop stalls, through the same `Library` the bot uses. While the bulk import runs, a
+member asks a question every 100 ms (a busy server); those answers are timed too.
 
 Libraries: the SQuAD v1.1 dev paragraphs (real text) first, then synthetic articles from
 `benchmarks/synthetic.py` (Zipf-like vocabulary, lognormal sentence lengths, 50 sentences an
@@ -92,6 +93,14 @@ class Ticker:
         self._task.cancel()
 
 
+async def ask_meanwhile(library: Library, questions: list[str], times: list[float]) -> None:
+    for i in range(10**9):
+        t0 = time.perf_counter()
+        await library.ask(questions[i % len(questions)])
+        times.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.1)
+
+
 async def bench_size(size: int, squad: Path, workdir: Path, n_questions: int) -> dict:
     real, real_questions = load_squad(squad)
     corpus = SyntheticCorpus(SyntheticConfig())
@@ -106,10 +115,15 @@ async def bench_size(size: int, squad: Path, workdir: Path, n_questions: int) ->
 
     row: dict = {"size": size}
     library = await Library.open(db, corpus_dir=None)
+    busy_times: list[float] = []
     with Ticker() as ticker:
+        # A busy server: a member asks every 100 ms while the admin's import runs.
+        member = asyncio.get_running_loop().create_task(ask_meanwhile(library, real_questions, busy_times))
         t0 = time.perf_counter()
         summary = await library.import_paths([jsonl], scope=GLOBAL_SCOPE, added_by="bench")
         elapsed = time.perf_counter() - t0
+        member.cancel()
+    busy_times.sort()
     sentences = len(library.retriever)
     row.update(
         sentences=sentences,
@@ -117,6 +131,8 @@ async def bench_size(size: int, squad: Path, workdir: Path, n_questions: int) ->
         import_s=elapsed,
         import_rate=sentences / elapsed,
         import_stall_ms=ticker.max_stall * 1000,
+        busy_ask_p50_ms=statistics.median(busy_times) * 1000,
+        busy_ask_p99_ms=busy_times[max(int(len(busy_times) * 0.99) - 1, 0)] * 1000,
     )
     t0 = time.perf_counter()
     await library.close()
@@ -177,6 +193,8 @@ def print_table(rows: list[dict]) -> None:
         ("size", "library (sentences)", "{:,}"),
         ("import_rate", "bulk import (sentences/s)", "{:,.0f}"),
         ("import_stall_ms", "max loop stall, import (ms)", "{:.1f}"),
+        ("busy_ask_p50_ms", "ask p50 during import (ms)", "{:.1f}"),
+        ("busy_ask_p99_ms", "ask p99 during import (ms)", "{:.1f}"),
         ("start_cache_s", "start-up, cache (s)", "{:.2f}"),
         ("start_rebuild_s", "start-up, from SQLite (s)", "{:.2f}"),
         ("index_mb", "index memory, all parts (MB)", "{:.0f}"),
