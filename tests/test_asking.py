@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from bot.core.answers import QuestionError
 from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, DuplicateArticle
 from bot.core.library import Library, Limits
 from bot.core.render import answer_json, answer_text
+from bot.core.tokens import TOKENIZER_VERSION, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpus"
@@ -167,5 +169,63 @@ async def test_the_index_survives_a_restart_and_matches_the_database(tmp_path):
         assert await lib.store.count_articles() == 2  # the corpus is not imported twice
         again = await lib.ask("Where did the bakery open?", guild_id=5)
         assert again == first
+    finally:
+        await lib.close()
+
+
+def set_stored_tokens_as_an_older_release(db: Path, tokens: str, version: int) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE sentences SET tokens = ?", (tokens,))
+        conn.execute("UPDATE library_state SET value = ? WHERE key = 'tokenizer'", (version,))
+    conn.close()
+
+
+async def test_after_a_tokenizer_upgrade_stored_sentences_are_retokenised_on_start(tmp_path):
+    # An older release stored other tokens (here: nonsense) and its index cache was built on
+    # them; the new release must not answer from either.
+    db = tmp_path / "library.sqlite3"
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    before = await lib.ask("Who released the footage?")
+    await lib.close()
+    set_stored_tokens_as_an_older_release(db, "zzold", TOKENIZER_VERSION - 1)
+
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    try:
+        assert await lib.store.tokenizer_version() == TOKENIZER_VERSION
+        assert await lib.ask("Who released the footage?") == before
+        assert not (await lib.ask("zzold")).answered
+        sentences = await lib.store.sentences_of(1)
+        assert sentences and all(s.tokens == " ".join(tokenize(s.text)) for s in sentences)
+        assert await lib.store.count_articles() == 1  # the corpus is not imported again
+    finally:
+        await lib.close()
+
+
+async def test_an_interrupted_retokenising_is_done_again_on_the_next_start(tmp_path, monkeypatch):
+    db = tmp_path / "library.sqlite3"
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    await lib.close()
+    set_stored_tokens_as_an_older_release(db, "zzold", TOKENIZER_VERSION - 1)
+
+    calls = 0
+
+    def tokenize_then_die(text: str) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls > 10:
+            raise KeyboardInterrupt  # the process is stopped in the middle of the first batch
+        return tokenize(text)
+
+    monkeypatch.setattr("bot.core.library.tokenize", tokenize_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        await Library.open(db, corpus_dir=CORPUS)
+    monkeypatch.undo()
+
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    try:
+        assert await lib.store.tokenizer_version() == TOKENIZER_VERSION
+        answer = await lib.ask("Who released the footage?")
+        assert any("Kim Sung-Eun" in p.text for p in answer.passages)
     finally:
         await lib.close()

@@ -21,7 +21,7 @@ from .preparing import Preparer
 from .retrieval import Hit, Retriever
 from .sentences import article_sentences
 from .storage import ArticleStore, IndexRow, StoredSentence, paragraph_key
-from .tokens import normalise, tokenize
+from .tokens import TOKENIZER_VERSION, normalise, tokenize
 
 if TYPE_CHECKING:
     import aiohttp
@@ -98,6 +98,11 @@ class Library:
         store = await ArticleStore.open(db_path)
         try:
             library = cls(store, Retriever(), limits, top_k)
+            stored_version = await store.tokenizer_version()
+            if stored_version != TOKENIZER_VERSION:
+                log.info("Re-tokenising the stored sentences (tokenizer %d -> %d)", stored_version, TOKENIZER_VERSION)
+                done = await store.retokenise(tokenize, TOKENIZER_VERSION)
+                log.info("Re-tokenised %d sentences", done)
             if corpus_dir is not None and await store.generation() == 0 and corpus_dir.is_dir():
                 summary = await library.import_paths([corpus_dir], scope=GLOBAL_SCOPE, added_by="corpus")
                 log.info("Imported the shipped corpus: %s", summary.line())

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +55,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE library_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO library_state (key, value) VALUES ('generation', 0);
+    """,
+    # Which tokenizer made the stored tokens; every database before this entry used version 2.
+    """
+    INSERT OR IGNORE INTO library_state (key, value) VALUES ('tokenizer', 2);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -236,6 +240,32 @@ class ArticleStore:
             if cur.rowcount:
                 await self._bump_generation()
         return ids if cur.rowcount else []
+
+    async def retokenise(
+        self, tokenize: Callable[[str], Sequence[str]], version: int, *, batch: int = 5_000
+    ) -> int:
+        """Recompute every sentence's stored tokens from its stored text with `tokenize`, then
+        record `version`; the number of sentences redone. One transaction per batch: if this
+        is interrupted, the version is still the old one and the next start does it again."""
+        done = last = 0
+        while True:
+            rows = await self._fetch("SELECT id, text FROM sentences WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+            if not rows:
+                break
+            fresh = await asyncio.to_thread(lambda: [(" ".join(tokenize(text)), sid) for sid, text in rows])
+            async with self._write_transaction():
+                await self._writer.executemany("UPDATE sentences SET tokens = ? WHERE id = ?", fresh)
+            done += len(rows)
+            last = rows[-1][0]
+        async with self._write_transaction():
+            await self._writer.execute("UPDATE library_state SET value = ? WHERE key = 'tokenizer'", (version,))
+            if done:
+                await self._bump_generation()  # any index cache was built from the old tokens
+        return done
+
+    async def tokenizer_version(self) -> int:
+        rows = await self._fetch("SELECT value FROM library_state WHERE key = 'tokenizer'")
+        return int(rows[0][0])
 
     async def _bump_generation(self) -> None:
         await self._writer.execute("UPDATE library_state SET value = value + 1 WHERE key = 'generation'")
