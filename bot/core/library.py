@@ -19,7 +19,6 @@ from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, Dup
 from .importers import Metadata, ParsedItem, parse_bytes, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
-from .sentences import article_sentences
 from .storage import ArticleStore, IndexRow, StoredSentence, paragraph_key
 from .tokens import TOKENIZER_VERSION, normalise, tokenize
 
@@ -270,17 +269,19 @@ class Library:
         return self.limits.max_articles_per_scope - await self.store.count_articles(scope)
 
     async def add_draft(self, draft: ArticleDraft, *, scope: int, added_by: str | None) -> Added:
-        if await self._room(scope) <= 0:
-            raise ArticleError(f"This server already has {self.limits.max_articles_per_scope:,} articles, the limit.")
-        records = await asyncio.to_thread(article_sentences, draft.title, draft.body, draft.caption)
-        if not any(r.tokens for r in records):
-            raise ArticleError("The article has no searchable words.")
-        article_id, ids = await self.store.add_article(draft, records, scope=scope, added_by=added_by)
-        await asyncio.to_thread(self.retriever.add, _index_rows(article_id, scope, ids, records))
-        self._after_change()
-        info = await self.store.get_article(article_id)
-        assert info is not None
-        return Added(info, len(records))
+        """One parsed article, through the same path as files and pastes; raises
+        DuplicateArticle or ArticleError instead of reporting them."""
+        summary = ImportSummary()
+        preparer = Preparer()
+        try:
+            await self._store_batch([ParsedItem("article", draft=draft)], scope, added_by, summary, False, preparer, None)
+        finally:
+            await preparer.close()
+        if summary.duplicates:
+            raise DuplicateArticle(summary.duplicates[0][1])
+        if summary.failed:
+            raise ArticleError(summary.failed[0][1])
+        return summary.added[0]
 
     async def add_bytes(
         self, data: bytes, name: str, *, scope: int, added_by: str | None, meta: Metadata = Metadata()
@@ -379,7 +380,7 @@ class Library:
         for scope, batch in by_scope.items():
             room = max(await self._room(scope), 0)
             for item, _ in batch[room:]:
-                summary.failed.append((item.where, f"the server already has {self.limits.max_articles_per_scope:,} articles, the limit"))
+                summary.failed.append((item.where, f"This server already has {self.limits.max_articles_per_scope:,} articles, the limit."))
             batch = batch[:room]
             results = await self.store.add_articles(
                 [(item.draft, recs) for item, recs in batch], scope=scope, added_by=added_by  # type: ignore[misc]

@@ -149,20 +149,6 @@ class ArticleStore:
 
     # --- writes -----------------------------------------------------------------------------
 
-    async def add_article(
-        self,
-        draft: ArticleDraft,
-        sentences: Sequence[SentenceRecord],
-        *,
-        scope: int,
-        added_by: str | None,
-    ) -> tuple[int, list[int]]:
-        """Store the article and all its sentences in one transaction: (article id, sentence ids)."""
-        (result,) = await self.add_articles([(draft, sentences)], scope=scope, added_by=added_by)
-        if isinstance(result, DuplicateArticle):
-            raise result
-        return result
-
     async def add_articles(
         self,
         batch: Sequence[tuple[ArticleDraft, Sequence[SentenceRecord]]],
