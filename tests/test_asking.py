@@ -229,3 +229,80 @@ async def test_an_interrupted_retokenising_is_done_again_on_the_next_start(tmp_p
         assert any("Kim Sung-Eun" in p.text for p in answer.passages)
     finally:
         await lib.close()
+
+
+async def crash(lib: Library) -> None:
+    """Stop the way kill -9 does for the index: nothing saved, the database as committed."""
+    await lib.store.close()
+
+
+async def index_matches_database(lib: Library) -> bool:
+    rows = await lib.store._fetch("SELECT id FROM sentences")
+    return len(lib.retriever) == len(rows) and all(r[0] in lib.retriever.index for r in rows)
+
+
+BAKERY = ArticleDraft(title="Bakery opens", body="A bakery opened on Mill Lane selling rye bread to early commuters.")
+FERRY = ArticleDraft(title="Ferry resumes", body="The island ferry resumed its morning crossings after the storm.")
+
+
+async def test_after_a_crash_the_saved_index_catches_up_with_the_database(tmp_path, caplog):
+    db = tmp_path / "library.sqlite3"
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    await lib.close()  # the index cache now matches the database
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    await lib.add_draft(BAKERY, scope=5, added_by="admin")
+    await crash(lib)
+
+    with caplog.at_level("INFO", logger="bot.core.library"):
+        lib = await Library.open(db, corpus_dir=CORPUS)
+    try:
+        assert "caught up" in caplog.text and "Built the index" not in caplog.text
+        answer = await lib.ask("Where did the bakery open?", guild_id=5)
+        assert answer.passages[0].text.startswith("A bakery opened on Mill Lane")
+        assert await index_matches_database(lib)
+    finally:
+        await lib.close()
+
+
+async def test_catching_up_gives_a_reused_sentence_id_its_new_sentence(tmp_path, caplog):
+    db = tmp_path / "library.sqlite3"
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    bakery = await lib.add_draft(BAKERY, scope=5, added_by="admin")
+    bakery_ids = {s.id for s in await lib.store.sentences_of(bakery.article.id)}
+    await lib.close()
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    await lib.remove(bakery.article.id, scopes=None)
+    ferry = await lib.add_draft(FERRY, scope=5, added_by="admin")
+    ferry_ids = {s.id for s in await lib.store.sentences_of(ferry.article.id)}
+    assert ferry_ids & bakery_ids  # SQLite handed the freed ids out again
+    await crash(lib)
+
+    with caplog.at_level("INFO", logger="bot.core.library"):
+        lib = await Library.open(db, corpus_dir=CORPUS)
+    try:
+        assert "caught up" in caplog.text
+        assert not (await lib.ask("Where did the bakery open on Mill Lane?", guild_id=5)).answered
+        answer = await lib.ask("When did the island ferry resume its crossings?", guild_id=5)
+        assert answer.passages[0].text == "The island ferry resumed its morning crossings after the storm."
+        assert await index_matches_database(lib)
+    finally:
+        await lib.close()
+
+
+async def test_a_cache_the_change_log_does_not_cover_is_rebuilt(tmp_path, caplog):
+    db = tmp_path / "library.sqlite3"
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    await lib.close()
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    await lib.add_draft(BAKERY, scope=5, added_by="admin")
+    await lib.store.forget_changes(await lib.store.generation())  # as if the log were lost
+    await crash(lib)
+
+    with caplog.at_level("INFO", logger="bot.core.library"):
+        lib = await Library.open(db, corpus_dir=CORPUS)
+    try:
+        assert "Built the index" in caplog.text
+        assert (await lib.ask("Where did the bakery open?", guild_id=5)).answered
+        assert await index_matches_database(lib)
+    finally:
+        await lib.close()

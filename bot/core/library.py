@@ -19,7 +19,7 @@ from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, Dup
 from .importers import Metadata, ParsedItem, parse_bytes, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
-from .storage import ArticleStore, IndexRow, StoredSentence, paragraph_key
+from .storage import ArticleStore, IndexRow, StoreError, StoredSentence, paragraph_key
 from .tokens import TOKENIZER_VERSION, normalise, tokenize
 
 if TYPE_CHECKING:
@@ -145,16 +145,21 @@ class Library:
 
     async def _load_index(self) -> None:
         stamp = str(await self.store.generation())
-        loaded = None
+        found = None
         if self._cache_path is not None:
-            loaded = await asyncio.to_thread(Retriever.load, self._cache_path, stamp)
-        if loaded is not None and len(loaded) == 0 and await self.store.count_articles() > 0:
-            loaded = None
-        if loaded is not None:
-            self.retriever = loaded
-            self._saved_stamp = stamp
-            log.info("Loaded the index of %d sentences from %s", len(loaded), self._cache_path)
-            return
+            found = await asyncio.to_thread(Retriever.load, self._cache_path)
+        if found is not None:
+            retriever, cached = found
+            if cached == stamp and not (len(retriever) == 0 and await self.store.count_articles() > 0):
+                self.retriever = retriever
+                self._saved_stamp = stamp
+                log.info("Loaded the index of %d sentences from %s", len(retriever), self._cache_path)
+                return
+            if cached != stamp and await self._catch_up(retriever, int(cached)):
+                self.retriever = retriever
+                log.info("Loaded the index from %s and caught up from generation %s to %s", self._cache_path, cached, stamp)
+                await self.save_index()
+                return
         retriever = Retriever()
         async for rows in self.store.iter_index_rows():
             await asyncio.to_thread(retriever.add, rows)
@@ -164,6 +169,24 @@ class Library:
         log.info("Built the index of %d sentences", len(retriever))
         await self.save_index()
 
+    async def _catch_up(self, retriever: Retriever, generation: int) -> bool:
+        """Bring a cache saved at `generation` up to the database with the change log (after a
+        crash the cache is a few changes behind; rebuilding a large library takes far longer).
+        False if the log does not cover it."""
+        changes = await self.store.changes_since(generation)
+        if changes is None:
+            return False
+        removed, added = changes
+        rows = await self.store.index_rows_of(added)
+        try:
+            # Removed first: a reused sentence id is then free for its new sentence.
+            await asyncio.to_thread(retriever.remove, removed | {r.sentence_id for r in rows})
+            await asyncio.to_thread(retriever.add, rows)
+        except ValueError:
+            log.warning("The index cache does not fit the change log, rebuilding", exc_info=True)
+            return False
+        return True
+
     async def save_index(self) -> None:
         if self._cache_path is None:
             return
@@ -172,10 +195,15 @@ class Library:
             return
         try:
             await asyncio.to_thread(self.retriever.save, self._cache_path, stamp)
-            self._saved_stamp = stamp
         except OSError:
             # The cache is an optimisation: the database stays the truth.
             log.warning("Could not write the index cache %s", self._cache_path, exc_info=True)
+            return
+        self._saved_stamp = stamp
+        try:
+            await self.store.forget_changes(int(stamp))
+        except StoreError:
+            log.warning("Could not trim the change log; it is trimmed at the next save", exc_info=True)
 
     # --- questions ----------------------------------------------------------------------------
 

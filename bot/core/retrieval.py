@@ -301,9 +301,9 @@ class Retriever:
             os.replace(bundle, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], stamp: str) -> Retriever | None:
-        """A retriever saved by save(), or None if missing, unreadable, stale or of another
-        version (other tokens or weights)."""
+    def load(cls, path: str | os.PathLike[str], stamp: str | None = None) -> tuple[Retriever, str] | None:
+        """(retriever, the stamp it was saved with), whatever that stamp (unless `stamp` is
+        given); None if missing, unreadable or of another version."""
         path = Path(path)
         if not path.is_file():
             return None
@@ -311,9 +311,13 @@ class Retriever:
             with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(prefix=path.name + ".", dir=path.parent) as tmp:
                 with zf.open("meta.npy") as fh:
                     meta = json.loads(np.load(fh, allow_pickle=False).tobytes().decode())
-                if meta.get("format") != _FORMAT or meta.get("scoring") != _SCORING or meta.get("stamp") != stamp:
-                    log.info("Index cache %s is stale or of another version, rebuilding", path)
+                if meta.get("format") != _FORMAT or meta.get("scoring") != _SCORING:
+                    log.info("Index cache %s is of another version, rebuilding", path)
                     return None
+                if stamp is not None and meta.get("stamp") != stamp:
+                    log.info("Index cache %s is stale, rebuilding", path)
+                    return None
+                stamp = str(meta["stamp"])
                 loaded = []
                 for name, kind in (("sentences.npz", _SentenceIndex), ("paragraphs.npz", BM25Index)):
                     zf.extract(name, tmp)
@@ -336,7 +340,7 @@ class Retriever:
         retriever.has_context = bool(meta.get("context", True))
         retriever._paragraph_of.set(sids, numbers)
         retriever._paragraph_count = count
-        return retriever
+        return retriever, stamp
 
 
 def _part_stamp(stamp: str) -> str:

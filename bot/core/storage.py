@@ -60,6 +60,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     INSERT OR IGNORE INTO library_state (key, value) VALUES ('tokenizer', 2);
     """,
+    # What each generation changed, so a stale index cache can catch up instead of being
+    # rebuilt: an added article (removed NULL) or a removed one with its sentence ids.
+    """
+    CREATE TABLE changes (
+        generation INTEGER NOT NULL,
+        article_id INTEGER NOT NULL,
+        removed TEXT
+    );
+    CREATE INDEX changes_generation ON changes (generation);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -162,8 +172,12 @@ class ArticleStore:
         async with self._write_transaction():
             for draft, sentences in batch:
                 results.append(await self._insert(draft, sentences, scope, added_by))
-            if any(not isinstance(r, DuplicateArticle) for r in results):
-                await self._bump_generation()
+            added = [(r[0],) for r in results if not isinstance(r, DuplicateArticle)]
+            if added:
+                generation = await self._bump_generation()
+                await self._writer.executemany(
+                    "INSERT INTO changes (generation, article_id) VALUES (?, ?)", [(generation, *a) for a in added]
+                )
         return results
 
     @contextlib.asynccontextmanager
@@ -224,7 +238,11 @@ class ArticleStore:
                 ids = [r[0] for r in await cur.fetchall()]
             cur = await self._writer.execute("DELETE FROM articles WHERE id = ?", (article_id,))
             if cur.rowcount:
-                await self._bump_generation()
+                generation = await self._bump_generation()
+                await self._writer.execute(
+                    "INSERT INTO changes (generation, article_id, removed) VALUES (?, ?, ?)",
+                    (generation, article_id, " ".join(map(str, ids))),
+                )
         return ids if cur.rowcount else []
 
     async def retokenise(
@@ -253,8 +271,27 @@ class ArticleStore:
         rows = await self._fetch("SELECT value FROM library_state WHERE key = 'tokenizer'")
         return int(rows[0][0])
 
-    async def _bump_generation(self) -> None:
+    async def _bump_generation(self) -> int:
         await self._writer.execute("UPDATE library_state SET value = value + 1 WHERE key = 'generation'")
+        async with self._writer.execute("SELECT value FROM library_state WHERE key = 'generation'") as cur:
+            row = await cur.fetchone()
+        return int(row[0])
+
+    async def forget_changes(self, generation: int) -> None:
+        """Drop the change log up to `generation` (an index cache of it is safely saved)."""
+        async with self._write_transaction():
+            await self._writer.execute("DELETE FROM changes WHERE generation <= ?", (generation,))
+
+    async def changes_since(self, generation: int) -> tuple[set[int], set[int]] | None:
+        """(sentence ids removed, article ids added) after `generation`, or None when the log
+        does not cover every generation since (an older cache, or a change like re-tokenising
+        that is not logged): then only a rebuild will do."""
+        current = await self.generation()
+        rows = await self._fetch("SELECT generation, article_id, removed FROM changes WHERE generation > ?", (generation,))
+        if generation > current or {r[0] for r in rows} != set(range(generation + 1, current + 1)):
+            return None
+        removed = {int(i) for r in rows if r[2] for i in r[2].split()}
+        return removed, {r[1] for r in rows if r[2] is None}
 
     async def _rollback(self) -> None:
         if not self._writer.in_transaction:  # SQLite already rolled back (e.g. disk full)
@@ -356,11 +393,23 @@ class ArticleStore:
             )
             if not rows:
                 return
-            yield [
-                IndexRow(r[0], r[1], paragraph_key(r[2], r[3]), tuple(r[4].split()) if r[4] else ())
-                for r in rows
-            ]
+            yield [_index_row(r) for r in rows]
             last = rows[-1][0]
+
+    async def index_rows_of(self, article_ids: Iterable[int]) -> list[IndexRow]:
+        """The index rows of the given articles (those that still exist), by sentence id."""
+        ids = sorted(set(article_ids))
+        rows: list[IndexRow] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            found = await self._fetch(
+                "SELECT s.id, a.scope, s.article_id, s.paragraph, s.tokens FROM sentences s"
+                f" JOIN articles a ON a.id = s.article_id WHERE s.article_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            rows.extend(_index_row(r) for r in found)
+        rows.sort(key=lambda r: r.sentence_id)
+        return rows
 
     async def iter_articles(self, batch: int = 200) -> AsyncIterator[list[tuple]]:
         """(id, scope, title, source, author, url, published, caption, body, added_by, added_at) rows."""
@@ -375,6 +424,11 @@ class ArticleStore:
                 return
             yield rows
             last = rows[-1][0]
+
+
+def _index_row(r: Sequence) -> IndexRow:
+    """(sentence id, scope, article id, paragraph, tokens) as read -> IndexRow."""
+    return IndexRow(r[0], r[1], paragraph_key(r[2], r[3]), tuple(r[4].split()) if r[4] else ())
 
 
 def paragraph_key(article_id: int, paragraph: int) -> int:
