@@ -210,8 +210,11 @@ def test_the_cache_round_trips_and_turns_away_what_it_cannot_trust(tmp_path):
     retriever.add(rows_of(ARTICLES))
     path = tmp_path / "library.sqlite3.index"
     retriever.index.save(path, "7")  # what Library.save_index calls: saves everything
-    loaded = Retriever.load(path, "7")
-    assert loaded is not None and results(loaded) == results(retriever)
+    found = Retriever.load(path, "7")
+    assert found is not None and found[1] == "7"
+    loaded = found[0]
+    assert results(loaded) == results(retriever)
+    assert Retriever.load(path)[1] == "7"  # any stamp: the library then catches up from "7"
     loaded.add(rows_of([("Ferry news", "The ferry runs at noon.")], first_article=9, first_id=500))
     assert loaded.search(tokenize("When does the ferry run?"), 1)[0].sentence_id == 501
     assert Retriever.load(path, "8") is None  # stale
