@@ -306,3 +306,29 @@ async def test_a_cache_the_change_log_does_not_cover_is_rebuilt(tmp_path, caplog
         assert await index_matches_database(lib)
     finally:
         await lib.close()
+
+
+async def test_an_index_update_cut_short_is_never_saved_as_complete(tmp_path, monkeypatch, caplog):
+    # The article is committed to the database, then indexing it fails (or the task is
+    # cancelled). Saving the cache now would label it with a generation it does not hold.
+    db = tmp_path / "library.sqlite3"
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    await lib.close()
+    lib = await Library.open(db, corpus_dir=CORPUS)
+
+    def index_then_fail(*args, **kwargs):
+        raise MemoryError("out of memory while indexing")
+
+    monkeypatch.setattr(lib, "_index_stored", index_then_fail)
+    with pytest.raises(MemoryError):
+        await lib.add_draft(BAKERY, scope=5, added_by="admin")
+    with caplog.at_level("WARNING", logger="bot.core.library"):
+        await lib.close()
+    assert "Not saving the index cache" in caplog.text
+
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    try:
+        assert (await lib.ask("Where did the bakery open?", guild_id=5)).answered
+        assert await index_matches_database(lib)
+    finally:
+        await lib.close()

@@ -9,7 +9,7 @@ import asyncio
 import gc
 import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,6 +81,10 @@ class Library:
         self._cache_path = _cache_path(store.path)
         self._saved_stamp: str | None = None
         self._compaction: asyncio.Task[None] | None = None
+        # Held from a change's store write to its index update, and while the cache is saved:
+        # the generation a cache is labelled with is then exactly what the index holds.
+        self._change_lock = asyncio.Lock()
+        self._index_behind = False
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -190,15 +194,19 @@ class Library:
     async def save_index(self) -> None:
         if self._cache_path is None:
             return
-        stamp = str(await self.store.generation())
-        if stamp == self._saved_stamp:
-            return
-        try:
-            await asyncio.to_thread(self.retriever.save, self._cache_path, stamp)
-        except OSError:
-            # The cache is an optimisation: the database stays the truth.
-            log.warning("Could not write the index cache %s", self._cache_path, exc_info=True)
-            return
+        async with self._change_lock:
+            if self._index_behind:
+                log.warning("Not saving the index cache: a change was interrupted; the next start catches up")
+                return
+            stamp = str(await self.store.generation())
+            if stamp == self._saved_stamp:
+                return
+            try:
+                await asyncio.to_thread(self.retriever.save, self._cache_path, stamp)
+            except OSError:
+                # The cache is an optimisation: the database stays the truth.
+                log.warning("Could not write the index cache %s", self._cache_path, exc_info=True)
+                return
         self._saved_stamp = stamp
         try:
             await self.store.forget_changes(int(stamp))
@@ -378,6 +386,7 @@ class Library:
             await preparer.close()
         if len(summary.added) >= BULK_BATCH:
             await self.compact_fully()
+            await self.save_index()  # a start after a crash then catches up from here
         return summary
 
     async def _store_batch(
@@ -406,29 +415,40 @@ class Library:
             scope = item.scope if preserve_scope and item.scope is not None else default_scope
             by_scope.setdefault(scope, []).append((item, recs))
         for scope, batch in by_scope.items():
-            room = max(await self._room(scope), 0)
-            for item, _ in batch[room:]:
-                summary.failed.append((item.where, f"This server already has {self.limits.max_articles_per_scope:,} articles, the limit."))
-            batch = batch[:room]
-            results = await self.store.add_articles(
-                [(item.draft, recs) for item, recs in batch], scope=scope, added_by=added_by  # type: ignore[misc]
-            )
-            stored = []
-            added_ids = []
-            for (item, recs), result in zip(batch, results):
-                if isinstance(result, DuplicateArticle):
-                    summary.duplicates.append((item.where, result.existing_id))
-                else:
-                    article_id, ids = result
-                    stored.append((article_id, ids, recs))
-                    added_ids.append((article_id, len(recs)))
-            await asyncio.to_thread(self._index_stored, scope, stored)
+            async with self._change_lock:
+                room = max(await self._room(scope), 0)
+                for item, _ in batch[room:]:
+                    summary.failed.append((item.where, f"This server already has {self.limits.max_articles_per_scope:,} articles, the limit."))
+                batch = batch[:room]
+                results = await self.store.add_articles(
+                    [(item.draft, recs) for item, recs in batch], scope=scope, added_by=added_by  # type: ignore[misc]
+                )
+                stored = []
+                added_ids = []
+                for (item, recs), result in zip(batch, results):
+                    if isinstance(result, DuplicateArticle):
+                        summary.duplicates.append((item.where, result.existing_id))
+                    else:
+                        article_id, ids = result
+                        stored.append((article_id, ids, recs))
+                        added_ids.append((article_id, len(recs)))
+                await self._indexed(asyncio.to_thread(self._index_stored, scope, stored))
             self._after_change()
             _freeze_heap()
             infos = await self.store.articles_by_ids(a for a, _ in added_ids)
             summary.added.extend(Added(infos[a], n) for a, n in added_ids)
         if progress:
             progress(len(items))
+
+    async def _indexed(self, work: Awaitable[None]) -> None:
+        """Await the index side of a change the store has committed. If that is interrupted
+        (cancelled, failed), the index may lack the change: no cache is saved from then on, so
+        the next start catches up from the change log instead of trusting this index."""
+        try:
+            await work
+        except BaseException:
+            self._index_behind = True
+            raise
 
     def _index_stored(self, scope: int, stored: Sequence[tuple[int, Sequence[int], Sequence[SentenceRecord]]]) -> None:
         """Index stored articles (article id, sentence ids, records); runs in a worker thread
@@ -443,8 +463,9 @@ class Library:
         info = await self.store.get_article(article_id)
         if info is None or (scopes is not None and info.scope not in scopes):
             raise ArticleError(f"No article {article_id} here.")
-        ids = await self.store.remove_article(article_id)
-        await asyncio.to_thread(self.retriever.remove, ids)
+        async with self._change_lock:
+            ids = await self.store.remove_article(article_id)
+            await self._indexed(asyncio.to_thread(self.retriever.remove, ids))
         self._after_change()
         return info
 
