@@ -14,7 +14,7 @@ from bot.core.bm25_index import BM25Index
 from bot.core.retrieval import Retriever
 from bot.core.sentences import article_sentences
 from bot.core.storage import IndexRow, paragraph_key
-from bot.core.tokens import answer_types, is_question, matched_word_spans, tokenize
+from bot.core.tokens import answer_types, is_answer_type, is_question, matched_word_spans, tokenize, words_of
 
 SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-dev-v1.1.json.zip"
 
@@ -92,6 +92,16 @@ def test_irregular_verbs_decades_and_won_are_matched():
     assert "win" in tokenize("Denver won the game.") and "win" in tokenize("Who won the game?")
     assert {"1950s", "1950"} <= set(tokenize("In the early 1950s applications fell."))
     assert tokenize("It won't.") == []
+
+
+def test_paragraph_context_takes_every_word_token_and_no_answer_type():
+    seed = (Path(__file__).resolve().parents[1] / "corpus" / "000_07a41ce63a0344ef.txt").read_text()
+    texts = [line for line in seed.splitlines() if line.strip()] + [
+        "On 15 June 1899, Tesla began his experiments.", "About 12 people came.", "84 percent of households"
+    ]
+    for text in texts:
+        tokens = tuple(tokenize(text))
+        assert list(words_of(tokens)) == [t for t in tokens if not is_answer_type(t)]
 
 
 def test_answer_types_are_never_bolded():

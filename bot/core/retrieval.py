@@ -27,7 +27,7 @@ import numpy as np
 
 from .bm25_index import BM25Index
 from .storage import IndexRow, paragraph_key
-from .tokens import TOKENIZER_VERSION, is_answer_type
+from .tokens import TOKENIZER_VERSION, is_answer_type, words_of
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class Retriever:
                         tail[key] = (self._paragraph_count, [])
                         self._paragraph_count += 1
                 number, words = tail[key]
-                words.extend(t for t in r.tokens if not is_answer_type(t))
+                words.extend(words_of(r.tokens))
                 doc_scope[key] = r.scope
                 numbers[n] = number
             self._paragraph_of.set(np.asarray(ids, dtype=np.int64), numbers)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 
 from nltk.stem.snowball import SnowballStemmer
@@ -82,6 +83,15 @@ def tokenize(text: str) -> list[str]:
     if out:
         out.extend(answer_types(text))
     return out
+
+
+def words_of(tokens: Sequence[str]) -> Sequence[str]:
+    """The word tokens of tokenize()'s output: all but the answer-type tokens, which it puts
+    last (a slice, not a test of every token: index rebuilds call this a million times)."""
+    n = len(tokens)
+    while n and tokens[n - 1].startswith("#"):
+        n -= 1
+    return tokens[:n]
 
 
 def is_answer_type(term: str) -> bool:
