@@ -173,6 +173,14 @@ async def test_the_index_survives_a_restart_and_matches_the_database(tmp_path):
         await lib.close()
 
 
+async def first_start(tmp_path: Path) -> Path:
+    """A library started and stopped once: its index cache matches its database."""
+    db = tmp_path / "library.sqlite3"
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    await lib.close()
+    return db
+
+
 def set_stored_tokens_as_an_older_release(db: Path, tokens: str, version: int) -> None:
     conn = sqlite3.connect(db)
     with conn:
@@ -203,9 +211,7 @@ async def test_after_a_tokenizer_upgrade_stored_sentences_are_retokenised_on_sta
 
 
 async def test_an_interrupted_retokenising_is_done_again_on_the_next_start(tmp_path, monkeypatch):
-    db = tmp_path / "library.sqlite3"
-    lib = await Library.open(db, corpus_dir=CORPUS)
-    await lib.close()
+    db = await first_start(tmp_path)
     set_stored_tokens_as_an_older_release(db, "zzold", TOKENIZER_VERSION - 1)
 
     calls = 0
@@ -290,9 +296,7 @@ async def test_catching_up_gives_a_reused_sentence_id_its_new_sentence(tmp_path,
 
 
 async def test_a_cache_the_change_log_does_not_cover_is_rebuilt(tmp_path, caplog):
-    db = tmp_path / "library.sqlite3"
-    lib = await Library.open(db, corpus_dir=CORPUS)
-    await lib.close()
+    db = await first_start(tmp_path)
     lib = await Library.open(db, corpus_dir=CORPUS)
     await lib.add_draft(BAKERY, scope=5, added_by="admin")
     await lib.store.forget_changes(await lib.store.generation())  # as if the log were lost
@@ -311,9 +315,7 @@ async def test_a_cache_the_change_log_does_not_cover_is_rebuilt(tmp_path, caplog
 async def test_an_index_update_cut_short_is_never_saved_as_complete(tmp_path, monkeypatch, caplog):
     # The article is committed to the database, then indexing it fails (or the task is
     # cancelled). Saving the cache now would label it with a generation it does not hold.
-    db = tmp_path / "library.sqlite3"
-    lib = await Library.open(db, corpus_dir=CORPUS)
-    await lib.close()
+    db = await first_start(tmp_path)
     lib = await Library.open(db, corpus_dir=CORPUS)
 
     def index_then_fail(*args, **kwargs):
