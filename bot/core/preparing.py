@@ -20,9 +20,14 @@ POOL_THRESHOLD = 64  # articles; below this a process start costs more than it s
 CHUNK = 16  # articles per task handed to a worker
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Pool initializer: a worker whose parent was killed (kill -9 skips every clean-up) exits
-    instead of lingering."""
+def _start_worker(parent: int) -> None:
+    """Pool initializer. The worker yields the CPU to its parent (the event loop answering
+    members, SQLite, the index) and exits if the parent is killed (kill -9 skips every
+    clean-up) instead of lingering."""
+    try:
+        os.nice(10)
+    except OSError:
+        pass  # not allowed here: run at normal priority
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -51,7 +56,7 @@ class Preparer:
             self._pool = ProcessPoolExecutor(
                 self._workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent,
+                initializer=_start_worker,
                 initargs=(os.getpid(),),
             )
         loop = asyncio.get_running_loop()
