@@ -21,7 +21,9 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -72,25 +74,58 @@ def synthetic_articles(corpus: SyntheticCorpus, n_sentences: int, seed: int) -> 
 
 
 class Ticker:
-    """Measures how late a 10 ms timer fires: the event loop's longest stall."""
+    """Measures how late a 10 ms timer fires: the event loop's longest stall.
 
-    def __init__(self) -> None:
+    With `explain_ms`, a watchdog thread prints every thread's stack to stderr whenever the
+    loop has not ticked for that long: the busy thread is usually the one that held the GIL.
+    (The watchdog itself competes for the GIL, so stall figures are taken without it.)"""
+
+    def __init__(self, explain_ms: float | None = None) -> None:
         self.max_stall = 0.0
         self._task: asyncio.Task | None = None
+        self._explain = explain_ms / 1000 if explain_ms else None
+        self._beat = time.perf_counter()
+        self._stop = threading.Event()
 
     async def _run(self) -> None:
         while True:
-            start = time.perf_counter()
+            start = self._beat = time.perf_counter()
             await asyncio.sleep(0.01)
             self.max_stall = max(self.max_stall, time.perf_counter() - start - 0.01)
 
+    def _watch(self) -> None:
+        assert self._explain is not None
+        reported = None
+        while not self._stop.wait(0.005):
+            beat = self._beat
+            late = time.perf_counter() - beat - 0.01
+            if late > self._explain and reported != beat:
+                reported = beat
+                lines = [f"--- event loop late by {late * 1000:.0f} ms; busy threads:"]
+                for ident, frame in sys._current_frames().items():
+                    if ident == threading.get_ident():
+                        continue
+                    stack = traceback.extract_stack(frame)[-5:]
+                    if stack and stack[-1].name in _IDLE:
+                        continue
+                    lines.append(f"  thread {ident}")
+                    lines.extend(f"    {Path(f.filename).name}:{f.lineno} {f.name}: {f.line}" for f in stack)
+                print("\n".join(lines), file=sys.stderr, flush=True)
+
     def __enter__(self) -> "Ticker":
         self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._explain:
+            threading.Thread(target=self._watch, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._task is not None
         self._task.cancel()
+        self._stop.set()
+
+
+# Where an idle thread sits: not what stalls the loop.
+_IDLE = {"wait", "get", "select", "poll", "_worker", "acquire", "_connection_worker_thread"}
 
 
 async def ask_meanwhile(library: Library, questions: list[str], times: list[float]) -> None:
@@ -101,7 +136,7 @@ async def ask_meanwhile(library: Library, questions: list[str], times: list[floa
         await asyncio.sleep(0.1)
 
 
-async def bench_size(size: int, squad: Path, workdir: Path, n_questions: int) -> dict:
+async def bench_size(size: int, squad: Path, workdir: Path, n_questions: int, explain_ms: float | None = None) -> dict:
     real, real_questions = load_squad(squad)
     corpus = SyntheticCorpus(SyntheticConfig())
     # Count real sentences roughly (5 per paragraph) and fill the rest synthetically.
@@ -116,7 +151,7 @@ async def bench_size(size: int, squad: Path, workdir: Path, n_questions: int) ->
     row: dict = {"size": size}
     library = await Library.open(db, corpus_dir=None)
     busy_times: list[float] = []
-    with Ticker() as ticker:
+    with Ticker(explain_ms) as ticker:
         # A busy server: a member asks every 100 ms while the admin's import runs.
         member = asyncio.get_running_loop().create_task(ask_meanwhile(library, real_questions, busy_times))
         t0 = time.perf_counter()
@@ -229,6 +264,10 @@ async def main() -> None:
     parser.add_argument("--squad", type=Path, default=DEFAULT_SQUAD)
     parser.add_argument("--questions", type=int, default=400)
     parser.add_argument("--workdir", type=Path, help="keep the databases here (default: a temp dir)")
+    parser.add_argument(
+        "--explain-stalls", type=float, metavar="MS",
+        help="during the import, print every thread's stack when the event loop is late by MS (diagnosis only)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="quotebot-bench-"))
@@ -236,7 +275,7 @@ async def main() -> None:
     rows = []
     try:
         for size in sizes:
-            row = await bench_size(size, args.squad, workdir, args.questions)
+            row = await bench_size(size, args.squad, workdir, args.questions, args.explain_stalls)
             print(json.dumps(row), flush=True)
             rows.append(row)
     finally:
