@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from bot.core import importers
-from bot.core.articles import ArticleError
+from bot.core import library as library_module
+from bot.core.articles import GLOBAL_SCOPE, ArticleError
+from bot.core.library import Library
 from bot.core.importers import Metadata, detect_format, parse_bytes
 from bot.core.sentences import article_sentences, split_sentences
 
@@ -203,3 +205,35 @@ def test_story_text_without_a_final_full_stop_is_kept_whole(text):
     draft = parse_one(text.encode(), "story.txt", Metadata(title="Given title"))
     assert draft.title == "Given title"
     assert draft.body == text
+
+
+async def test_a_large_feed_is_parsed_in_pieces_and_a_bad_piece_spares_the_rest(tmp_path, monkeypatch):
+    # Feeds over PARSE_PIECE_BYTES are cut at line ends and parsed in the worker processes.
+    monkeypatch.setattr(library_module, "PARSE_PIECE_BYTES", 2_000)
+    lines = [
+        json.dumps({"title": f"Harbour report {n}", "text": f"The harbour master logged {n} ships at the quay on Tuesday."})
+        for n in range(120)
+    ]
+    lines[7] = "not json"
+    data = "\n".join(lines).encode()
+    bad_at = data.index(b"Harbour report 90")
+    data = data[:bad_at] + b"\xff" + data[bad_at:]  # one byte that is not UTF-8
+    feed = tmp_path / "feed.jsonl"
+    feed.write_bytes(data)
+
+    lib = await Library.open(tmp_path / "library.sqlite3", corpus_dir=None)
+    try:
+        summary = await lib.import_paths([feed], scope=GLOBAL_SCOPE, added_by="admin")
+        titles = {a.article.title for a in summary.added}
+        failed = dict(summary.failed)
+        assert failed[f"{feed}:8"] == "not valid JSON"
+        bad_piece = next(where for where, error in summary.failed if "not UTF-8" in error)
+        first, last = map(int, bad_piece.rsplit(":", 1)[1].split("-"))
+        assert first <= 91 <= last  # the piece holding line 91 (report 90) is named
+        lost = set(range(first - 1, last))
+        assert titles == {f"Harbour report {n}" for n in range(120) if n != 7 and n not in lost}
+        assert len(titles) > 90  # only the bad piece (about 20 lines) is lost
+        answer = await lib.ask("How many ships did the harbour master log at the quay? report 42")
+        assert any("logged 42 ships" in p.text for p in answer.passages)
+    finally:
+        await lib.close()

@@ -213,8 +213,42 @@ def parse_html(html: str, meta: Metadata = Metadata()) -> ArticleDraft:
     )
 
 
-def parse_jsonl(text: str, name: str, *, max_bytes: int):
-    for number, line in enumerate(_lines(text), start=1):
+def jsonl_pieces(data: bytes, name: str, size: int) -> list[tuple[bytes, int]] | None:
+    """A large JSON Lines file cut at line ends into pieces of about `size` bytes, each with
+    the number of its first line, to be parsed in worker processes (one thread of the bot
+    parsing 60 MB holds the GIL for seconds). None if `data` is small or not JSON Lines."""
+    if len(data) <= size:
+        return None
+    head = data[:65536].decode("utf-8-sig", errors="ignore")
+    if detect_format(head, name) != "jsonl":
+        return None
+    pieces: list[tuple[bytes, int]] = []
+    start, line = 0, 1
+    while start < len(data):
+        cut = data.find(b"\n", start + size)
+        end = len(data) if cut < 0 else cut + 1
+        piece = data[start:end]
+        pieces.append((piece, line))
+        line += piece.count(b"\n")
+        start = end
+    return pieces
+
+
+def parse_jsonl_piece(piece: bytes, name: str, first_line: int, *, max_bytes: int) -> list[ParsedItem]:
+    """The articles of one piece of a JSON Lines file (see jsonl_pieces); a piece that cannot
+    be read becomes one error item naming its lines, and the other pieces still load."""
+    if _blank(piece):
+        return []
+    try:
+        text = decode(piece, name)
+    except ArticleError as exc:
+        last = first_line + max(piece.count(b"\n") - 1, 0)
+        return [ParsedItem(f"{name}:{first_line}-{last}", error=str(exc))]
+    return list(parse_jsonl(text, name, max_bytes=max_bytes, first_line=first_line))
+
+
+def parse_jsonl(text: str, name: str, *, max_bytes: int, first_line: int = 1):
+    for number, line in enumerate(_lines(text), start=first_line):
         if not line.strip():
             continue
         where = f"{name}:{number}"

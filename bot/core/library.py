@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Passage, QuestionError
 from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord
-from .importers import Metadata, ParsedItem, parse_bytes, read_file
+from .importers import Metadata, ParsedItem, jsonl_pieces, parse_bytes, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
 from .storage import ArticleStore, IndexRow, StoreError, StoredSentence, paragraph_key
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # Articles per transaction in a bulk import: fewer commits, and each article still whole.
 BULK_BATCH = 500
 INDEX_SLICE = 500  # sentences per index update in a bulk import
+PARSE_PIECE_BYTES = 1 << 20  # JSON Lines files larger than this are parsed in worker processes
 
 IMPORTABLE_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".jsonl"}
 
@@ -371,9 +372,14 @@ class Library:
                     data = await asyncio.to_thread(
                         read_file, path, max_bytes=self.limits.max_article_bytes, bulk_max_bytes=self.limits.max_bulk_file_bytes
                     )
-                    items = await asyncio.to_thread(
-                        parse_bytes, data, str(path), _sidecar_meta(path), max_bytes=self.limits.max_article_bytes
-                    )
+                    pieces = await asyncio.to_thread(jsonl_pieces, data, str(path), PARSE_PIECE_BYTES)
+                    if pieces is not None:
+                        items = await preparer.parse(pieces, str(path), max_bytes=self.limits.max_article_bytes)
+                    else:
+                        items = await asyncio.to_thread(
+                            parse_bytes, data, str(path), _sidecar_meta(path), max_bytes=self.limits.max_article_bytes
+                        )
+                    del data, pieces
                 except (ArticleError, OSError) as exc:
                     summary.failed.append((str(path), str(exc) if isinstance(exc, ArticleError) else exc.strerror or str(exc)))
                     continue
