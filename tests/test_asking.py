@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.answers import QuestionError
-from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, DuplicateArticle
+from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError
 from bot.core.library import Library, Limits
 from bot.core.render import answer_json, answer_text
 from bot.core.tokens import TOKENIZER_VERSION, tokenize
