@@ -168,6 +168,9 @@ class Library:
         retriever = Retriever()
         async for rows in self.store.iter_index_rows():
             await asyncio.to_thread(retriever.add, rows)
+            # What the index keeps grows by ~20k objects a batch; unfrozen, the cyclic collector
+            # walks all of them again and again (at 1M sentences, rebuild phases 24.5 s -> 16.5 s).
+            _freeze_heap()
         # One segment per batch read would make every question visit dozens of them.
         await asyncio.to_thread(retriever.compact, True)
         self.retriever = retriever
