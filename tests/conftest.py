@@ -165,6 +165,13 @@ async def slash_context(interaction: MagicMock) -> commands.Context:
     return await commands.Context.from_interaction(interaction)
 
 
+async def index_agrees_with_database(lib: Library) -> None:
+    """The index holds exactly the sentences the database holds."""
+    rows = await lib.store._fetch("SELECT id FROM sentences")
+    assert len(lib.retriever) == len(rows)
+    assert all(row[0] in lib.retriever.index for row in rows)
+
+
 async def said(content: str, channel, member) -> tuple[Exception | None, list]:
     """A member's message through the simulated Discord: (command error if any, bot replies)."""
     error = None

@@ -12,6 +12,7 @@ from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError
 from bot.core.library import Library, Limits
 from bot.core.render import answer_json, answer_text
 from bot.core.tokens import TOKENIZER_VERSION, tokenize
+from conftest import index_agrees_with_database
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpus"
@@ -242,11 +243,6 @@ async def crash(lib: Library) -> None:
     await lib.store.close()
 
 
-async def index_matches_database(lib: Library) -> bool:
-    rows = await lib.store._fetch("SELECT id FROM sentences")
-    return len(lib.retriever) == len(rows) and all(r[0] in lib.retriever.index for r in rows)
-
-
 BAKERY = ArticleDraft(title="Bakery opens", body="A bakery opened on Mill Lane selling rye bread to early commuters.")
 FERRY = ArticleDraft(title="Ferry resumes", body="The island ferry resumed its morning crossings after the storm.")
 
@@ -265,7 +261,7 @@ async def test_after_a_crash_the_saved_index_catches_up_with_the_database(tmp_pa
         assert "caught up" in caplog.text and "Built the index" not in caplog.text
         answer = await lib.ask("Where did the bakery open?", guild_id=5)
         assert answer.passages[0].text.startswith("A bakery opened on Mill Lane")
-        assert await index_matches_database(lib)
+        await index_agrees_with_database(lib)
     finally:
         await lib.close()
 
@@ -290,7 +286,7 @@ async def test_catching_up_gives_a_reused_sentence_id_its_new_sentence(tmp_path,
         assert not (await lib.ask("Where did the bakery open on Mill Lane?", guild_id=5)).answered
         answer = await lib.ask("When did the island ferry resume its crossings?", guild_id=5)
         assert answer.passages[0].text == "The island ferry resumed its morning crossings after the storm."
-        assert await index_matches_database(lib)
+        await index_agrees_with_database(lib)
     finally:
         await lib.close()
 
@@ -307,7 +303,7 @@ async def test_a_cache_the_change_log_does_not_cover_is_rebuilt(tmp_path, caplog
     try:
         assert "Built the index" in caplog.text
         assert (await lib.ask("Where did the bakery open?", guild_id=5)).answered
-        assert await index_matches_database(lib)
+        await index_agrees_with_database(lib)
     finally:
         await lib.close()
 
@@ -331,6 +327,6 @@ async def test_an_index_update_cut_short_is_never_saved_as_complete(tmp_path, mo
     lib = await Library.open(db, corpus_dir=CORPUS)
     try:
         assert (await lib.ask("Where did the bakery open?", guild_id=5)).answered
-        assert await index_matches_database(lib)
+        await index_agrees_with_database(lib)
     finally:
         await lib.close()

@@ -20,6 +20,7 @@ import pytest
 from bot.core.articles import GLOBAL_SCOPE, ArticleDraft
 from bot.core.library import Library
 from bot.core.storage import StoreError
+from conftest import index_agrees_with_database, said
 
 REPO = Path(__file__).resolve().parents[1]
 NO_CORPUS = {"QUOTEBOT_CORPUS_DIR": "/nonexistent-quotebot-corpus", "DISCORD_TOKEN": ""}
@@ -153,13 +154,6 @@ def check_integrity(db: Path) -> int:
         empty = conn.execute("SELECT COUNT(*) FROM articles WHERE sentence_count = 0").fetchone()[0]
         assert empty == 0
         return conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
-
-
-async def index_agrees_with_database(lib: Library) -> None:
-    async with lib.store._reader.execute("SELECT id FROM sentences") as cur:
-        ids = [row[0] for row in await cur.fetchall()]
-    assert len(lib.retriever) == len(ids)
-    assert all(i in lib.retriever.index for i in ids)
 
 
 def summary_counts(stdout: str) -> tuple[int, int, int]:
@@ -446,7 +440,6 @@ async def test_a_corrupt_index_cache_is_rebuilt_and_answers_stay_right(tmp_path,
 
 discord = pytest.importorskip("discord")
 dpytest = pytest.importorskip("discord.ext.test")
-from conftest import said  # noqa: E402
 
 
 def http_error(status: int) -> Exception:

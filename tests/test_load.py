@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError
 from bot.core.library import Library
+from conftest import index_agrees_with_database
 
 GUILDS = (101, 102, 103)
 ADMINS = {101: 9101, 102: 9102, 103: 9103}
@@ -75,11 +76,6 @@ def fake_ctx(guild_id: int, author_id: int, sink: list[dict]) -> MagicMock:
 
     ctx.send = AsyncMock(side_effect=send)
     return ctx
-
-
-async def sql_sentence_ids(lib: Library) -> set[int]:
-    async with lib.store._reader.execute("SELECT id FROM sentences") as cur:
-        return {row[0] for row in await cur.fetchall()}
 
 
 async def test_two_hundred_questions_on_three_servers_while_admins_add_and_remove(fake, library):
@@ -173,9 +169,7 @@ async def test_two_hundred_questions_on_three_servers_while_admins_add_and_remov
     print(f"load: {served} questions served, {answered} answered with quotes, {DYNAMIC_ARTICLES} articles added concurrently")
 
     # Afterwards the database and the index hold exactly the same sentences.
-    ids = await sql_sentence_ids(library)
-    assert len(library.retriever) == len(ids)
-    assert all(i in library.retriever.index for i in ids)
+    await index_agrees_with_database(library)
     async with library.store._reader.execute(
         "SELECT COUNT(*) FROM articles a WHERE sentence_count != (SELECT COUNT(*) FROM sentences s WHERE s.article_id = a.id)"
     ) as cur:
@@ -194,8 +188,7 @@ async def test_two_hundred_questions_on_three_servers_while_admins_add_and_remov
     # A second process opening the same database builds the same index.
     other = await Library.open(library.store.path)
     try:
-        assert len(other.retriever) == len(ids)
-        assert all(i in other.retriever.index for i in ids)
+        await index_agrees_with_database(other)
     finally:
         await other.close()
 
