@@ -16,9 +16,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from .app import open_library
 from .core.answers import QuestionError
 from .core.articles import GLOBAL_SCOPE, ArticleError
-from .core.library import Library, Limits, collect_files
+from .core.library import Library, collect_files
 from .core.render import answer_json, answer_text, article_dict, article_row
 from .core.storage import StoreError
 from .settings import Settings, get_settings
@@ -113,20 +114,6 @@ def _setup_logging(verbose: bool) -> None:
     discord.utils.setup_logging(level=logging.DEBUG if verbose else logging.WARNING, root=True)
     # aiosqlite's debug log carries every statement's parameters: article text and user ids.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
-
-
-def limits_from(settings: Settings) -> Limits:
-    return Limits(
-        max_question_chars=settings.max_question_chars,
-        max_article_bytes=settings.max_article_bytes,
-        max_articles_per_scope=settings.max_articles_per_server,
-    )
-
-
-async def open_library(settings: Settings) -> Library:
-    return await Library.open(
-        settings.db_path, limits=limits_from(settings), top_k=settings.top_k, corpus_dir=settings.corpus_dir
-    )
 
 
 async def _ask(args: argparse.Namespace, settings: Settings) -> int:

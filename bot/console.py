@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from .app import open_library
 from .core.answers import QuestionError
 from .core.articles import GLOBAL_SCOPE, ArticleError
 from .core.fetch import FetchPolicy
@@ -130,8 +131,6 @@ class Console:
 
 
 async def run_console(settings: Settings, stdin: TextIO = sys.stdin) -> int:
-    from .cli import open_library
-
     library = await open_library(settings)
     console = Console(library, settings)
     count = await library.count(scopes=None)

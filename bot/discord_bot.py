@@ -17,6 +17,7 @@ import aiohttp
 import discord
 from discord.ext import commands
 
+from .app import open_library
 from .core.fetch import FetchPolicy, fetch_session
 from .core.library import Library
 from .settings import Settings
@@ -124,9 +125,6 @@ def run_bot(settings: Settings) -> int:
 
 
 async def _run(settings: Settings, token: str) -> int:
-    # Imported here: bot.cli imports this module lazily, and this keeps the cycle one-way.
-    from .cli import open_library
-
     library = await open_library(settings)
     try:
         async with fetch_session(fetch_policy(settings)) as session, QuoteBot(

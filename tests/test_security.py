@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bot.cli import limits_from
+from bot.app import limits_from
 from bot.core.answers import QuestionError
 from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError
 from bot.core.importers import Metadata, read_file
