@@ -20,7 +20,8 @@ from .app import open_library
 from .core.answers import QuestionError
 from .core.articles import GLOBAL_SCOPE, ArticleError
 from .core.library import Library, collect_files
-from .core.render import answer_json, answer_text, article_dict, article_row
+from .core.render import answer_json, answer_text, article_dict, article_row, to_json
+from .core.text_safety import terminal_safe
 from .core.storage import StoreError
 from .settings import Settings, get_settings
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_until_signal(run_console(settings))
         return run_until_signal(_COMMANDS[command](args, settings))
     except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(terminal_safe(f"error: {exc}"), file=sys.stderr)
         return 2
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
@@ -138,7 +139,7 @@ async def _ask(args: argparse.Namespace, settings: Settings) -> int:
                 if args.json:
                     print(json.dumps({"question": question, "answered": False, "passages": [], "error": str(exc)}))
                 else:
-                    print(f"error: {exc}", file=sys.stderr)
+                    print(terminal_safe(f"error: {exc}"), file=sys.stderr)
                 status = 1
                 continue
             print(answer_json(answer) if args.json else answer_text(answer))
@@ -157,7 +158,7 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await library.close()
     if args.json:
-        print(json.dumps([article_dict(i) for i in infos], ensure_ascii=False))
+        print(to_json([article_dict(i) for i in infos]))
     else:
         for info in infos:
             print(article_row(info))
@@ -182,9 +183,9 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await library.close()
     for where, reason in summary.failed:
-        print(f"failed: {where}: {reason}", file=sys.stderr)
+        print(terminal_safe(f"failed: {where}: {reason}"), file=sys.stderr)
     for where, existing in summary.duplicates:
-        print(f"duplicate: {where} (already stored as article {existing})", file=sys.stderr)
+        print(terminal_safe(f"duplicate: {where} (already stored as article {existing})"), file=sys.stderr)
     print(summary.line())
     return 1 if summary.failed else 0
 

@@ -20,6 +20,7 @@ from .core.fetch import FetchPolicy
 from .core.library import Library
 from .core.storage import StoreError
 from .core.render import answer_text, article_row, source_line
+from .core.text_safety import terminal_safe
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ class Console:
         self.out = out
 
     def say(self, text: str) -> None:
-        self.out.write(text + "\n")
+        # Titles, file names and errors echo stored or typed text: no control sequence gets through.
+        self.out.write(terminal_safe(text) + "\n")
         self.out.flush()
 
     async def handle(self, line: str) -> bool:

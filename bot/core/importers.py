@@ -19,6 +19,7 @@ import yaml
 from .articles import ArticleDraft, ArticleError
 from .cleaning import clean_text
 from .export import EXPORT_FORMAT
+from .text_safety import first_control
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def decode(data: bytes, name: str) -> str:
     controls = sum(1 for ch in text[:8192] if ord(ch) < 32 and ch not in "\n\r\t\f")
     if controls > 8:
         raise ArticleError(f"{name} looks like a binary file, not text.")
+    if (at := first_control(text)) is not None:  # anywhere in the file, not only its first 8 KB
+        raise ArticleError(f"{name} has a control character (U+{ord(text[at]):04X}) at character {at:,}; it is not plain text.")
     return text
 
 

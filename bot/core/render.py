@@ -1,4 +1,7 @@
-"""Plain-text and JSON renderings of an answer (Discord has its own, in the cogs)."""
+"""Plain-text and JSON renderings of an answer (Discord has its own, in the cogs).
+
+Both go to terminals: every title, quote and value is passed through `text_safety`, so a
+control sequence stored in an article is shown spelled out, never acted on."""
 from __future__ import annotations
 
 import json
@@ -6,27 +9,32 @@ import textwrap
 
 from .answers import Answer
 from .articles import ArticleInfo, GLOBAL_SCOPE
+from .text_safety import json_safe, terminal_field, terminal_safe
 
 
 def source_line(title: str, source: str | None, published: str | None, url: str | None, article_id: int) -> str:
-    parts = [title]
-    parts += [p for p in (source, published) if p]
+    parts = [terminal_field(p) for p in (title, source, published) if p]
     line = " — ".join(parts) + f" [article {article_id}]"
-    return f"{line}\n    {url}" if url else line
+    return f"{line}\n    {terminal_field(url)}" if url else line
 
 
 def answer_text(answer: Answer, width: int = 100) -> str:
     if not answer.answered:
-        return answer.declined or "No stored article answers that."
+        return terminal_safe(answer.declined or "No stored article answers that.")
     blocks = []
     for number, p in enumerate(answer.passages, start=1):
-        quote = textwrap.fill(" ".join(p.text.split()), width=width, initial_indent="  > ", subsequent_indent="  > ")
+        quote = textwrap.fill(terminal_field(p.text), width=width, initial_indent="  > ", subsequent_indent="  > ")
         blocks.append(f"{number}.\n{quote}\n  — {source_line(p.title, p.source, p.published, p.url, p.article_id)}")
     return "\n\n".join(blocks)
 
 
 def answer_json(answer: Answer) -> str:
-    return json.dumps(answer.to_dict(), ensure_ascii=False)
+    return to_json(answer.to_dict())
+
+
+def to_json(value: object) -> str:
+    """JSON for a terminal or a pipe: readable Unicode, but no raw control or bidi character."""
+    return json_safe(json.dumps(value, ensure_ascii=False))
 
 
 def scope_label(scope: int) -> str:
@@ -34,8 +42,8 @@ def scope_label(scope: int) -> str:
 
 
 def article_row(info: ArticleInfo) -> str:
-    meta = " — ".join(p for p in (info.source, info.published) if p)
-    return f"[{info.id}] {info.title}" + (f" — {meta}" if meta else "") + f" ({info.sentence_count} sentences, {scope_label(info.scope)})"
+    meta = " — ".join(terminal_field(p) for p in (info.source, info.published) if p)
+    return f"[{info.id}] {terminal_field(info.title)}" + (f" — {meta}" if meta else "") + f" ({info.sentence_count} sentences, {scope_label(info.scope)})"
 
 
 def article_dict(info: ArticleInfo) -> dict:
