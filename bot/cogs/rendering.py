@@ -63,11 +63,35 @@ class Reply:
 _BRACKET = "\uffff"
 
 
+# What discord.utils.escape_markdown and escape_mentions leave live (tests/test_output_safety.py
+# checks each): "<" opens channel, role, user, slash-command, timestamp and custom-emoji markup (`<#1>`, `<@&1>`,
+# `</ban:1>`, `<t:0:F>`, `<:x:1>`); `:name:` is an emoji shortcode; a heading after indentation
+# and a numbered list item start a line. Bare links are left whole, as escape_markdown leaves
+# them: the link pattern is discord.utils._URL_REGEX without "<" inside a <...> link, which makes
+# it linear (the original rescans a run of "<" from each one) and never wider than the original.
+_MORE_MARKUP = re.compile(
+    r"(?P<url><[^: <>]+:/[^ <>]+>|(?:https?|steam)://[^\s<]+[^<.,:;\"'\]\s])"
+    r"|(?P<mark><|:(?=\w+:)|^[ \t]*#|^[ \t]*\d+\.(?=\s))",
+    re.MULTILINE,
+)
+
+
+def _escape_more(match: re.Match[str]) -> str:
+    if match.group("url"):
+        return match.group("url")
+    mark = match.group("mark")
+    if mark == "<":
+        # A zero-width space, as escape_mentions does for "@everyone": a backslash would not do
+        # right after a bare link, whose pattern takes the backslash in and leaves "<" live.
+        return "<\u200b"
+    return f"{mark[:-1]}\\{mark[-1]}"
+
+
 def escape_markdown(text: str) -> str:
-    """discord.utils.escape_markdown, plus every "[": it escapes only the first masked link
-    `[text](url)` of a text, and none that a bold marker has split."""
+    """discord.utils.escape_markdown, plus every "[" (it escapes only the first masked link
+    `[text](url)` of a text, and none that a bold marker has split) and the markup above."""
     escaped = discord.utils.escape_markdown(text.replace(_BRACKET, "").replace("[", _BRACKET))
-    return escaped.replace(_BRACKET, "\\[")
+    return _MORE_MARKUP.sub(_escape_more, escaped.replace(_BRACKET, "\\["))
 
 
 def escape(text: str) -> str:
@@ -122,8 +146,21 @@ def clip_content(text: str) -> str:
     return fit(text, CONTENT_LIMIT, render=lambda s: s)
 
 
+# ASCII that may stand in a link as it is: RFC 3986's unreserved and reserved characters, and "%".
+_URL_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#[]@!$&'*+,;=%")
+# Discord's link text shown instead of a title that itself looks like a link (a domain or a URL).
+_LOOKS_LIKE_LINK = re.compile(r"://|(?<=[\w-])\.[a-z]{2,}\b", re.IGNORECASE)
+
+
+def _url_char(ch: str) -> str:
+    keep = ch in _URL_ASCII if ch.isascii() else ch.isprintable()
+    return ch if keep else "".join(f"%{byte:02X}" for byte in ch.encode())
+
+
 def _safe_url(url: str | None) -> str | None:
-    """An http(s) URL usable inside a Markdown link, or None."""
+    """An http(s) URL usable inside a Markdown link, or None. Whatever could end the link or
+    its <...> wrapper early, or start Markdown after it (whitespace and line breaks, a
+    backslash, brackets, "|", controls and bidi marks), is percent-encoded."""
     if not url:
         return None
     try:
@@ -132,8 +169,7 @@ def _safe_url(url: str | None) -> str | None:
         return None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
-    # Characters that would end the link or the <...> wrapper early are percent-encoded.
-    return url.strip().translate({ord(" "): "%20", ord("("): "%28", ord(")"): "%29", ord("<"): "%3C", ord(">"): "%3E"})
+    return "".join(map(_url_char, url.strip()))
 
 
 # --- answers -----------------------------------------------------------------------------------
@@ -161,8 +197,9 @@ def source_line(
     link = _safe_url(url)
     if link is None or len(link) > limit // 4:
         parts = [title_text]
-    elif "[" in title or "]" in title:
-        # Discord ends a link's text at the first "]", escaped or not: link a word of ours instead.
+    elif "[" in title or "]" in title or _LOOKS_LIKE_LINK.search(title):
+        # Discord ends a link's text at the first "]", escaped or not, and a title that reads as
+        # a link would pass for where the link goes: link a word of ours instead.
         parts = [f"{title_text} ([link](<{link}>))"]
     else:
         parts = [f"[{title_text}](<{link}>)"]
@@ -230,7 +267,7 @@ def article_reply(info: ArticleInfo, first_sentences: Sequence[str]) -> Reply:
         ("Source", info.source),
         ("Author", info.author),
         ("Published", info.published),
-        ("URL", info.url),
+        ("URL", _safe_url(info.url) or info.url),
         ("Sentences", str(info.sentence_count)),
         ("Scope", "global" if info.scope == GLOBAL_SCOPE else "this server"),
         ("Added", _added(info)),
