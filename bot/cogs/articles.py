@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 from discord.ext import commands
+from discord.ext.commands.view import StringView, _quotes
+
+# The quotes discord.py accepts around an argument ("...", “...”, «...», ...).
+_OPENING_QUOTES = frozenset(_quotes)
 
 from bot.core.articles import GLOBAL_SCOPE
 from bot.core.importers import Metadata
@@ -44,6 +48,24 @@ class AddFlags(commands.FlagConverter, prefix="--", delimiter=" "):
     title: str | None = commands.flag(default=None, description="Title (overrides the parsed one)")
     source: str | None = commands.flag(default=None, description="Publisher (overrides the parsed one)")
     published: str | None = commands.flag(default=None, description="Publication date, e.g. 2014-03-27")
+
+    @classmethod
+    def parse_flags(cls, argument: str, *, ignore_extra: bool = True) -> dict[str, list[str]]:
+        """discord.py's parse, then a quoted value (`--title "Ferry times"`) is read the way
+        discord.py reads a quoted argument, and what follows its closing quote is article text:
+        flags may come before the text, after it, or both."""
+        values = super().parse_flags(argument, ignore_extra=ignore_extra)
+        text = values.pop("text", [])
+        for name, given in values.items():
+            for i, value in enumerate(given):
+                if value[:1] in _OPENING_QUOTES:
+                    view = StringView(value)
+                    given[i] = view.get_quoted_word() or ""
+                    if rest := view.read_rest().strip():
+                        text.append(rest)
+        if text:
+            values["text"] = ["\n".join(text)]
+        return values
 
 
 def _import_cooldown(ctx: commands.Context[QuoteBot]) -> commands.Cooldown | None:

@@ -370,7 +370,10 @@ class Library:
         preparer = Preparer()
         pending: list[ParsedItem] = []
         try:
-            for path in await asyncio.to_thread(collect_files, list(paths)):
+            refused: list[tuple[str, str]] = []
+            files = await asyncio.to_thread(collect_files, list(paths), refused)
+            summary.failed.extend(refused)
+            for path in files:
                 try:
                     data = await asyncio.to_thread(
                         read_file, path, max_bytes=self.limits.max_article_bytes, bulk_max_bytes=self.limits.max_bulk_file_bytes
@@ -515,15 +518,29 @@ def _index_rows(article_id: int, scope: int, ids: Sequence[int], records: Sequen
     return [IndexRow(i, scope, paragraph_key(article_id, r.paragraph), r.tokens) for i, r in zip(ids, records)]
 
 
-def collect_files(paths: Sequence[Path]) -> list[Path]:
+def collect_files(paths: Sequence[Path], refused: list[tuple[str, str]] | None = None) -> list[Path]:
+    """The importable files under `paths`. Inside a folder, a link that leads out of it is not
+    followed (an unpacked archive with `passwd.txt -> /etc/passwd` would import the host's
+    file); each such link is added to `refused` with the reason."""
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMPORTABLE_SUFFIXES)
-            )
-        else:
-            files.append(path)
+        if not path.is_dir():
+            files.append(path)  # named by the operator: taken as given
+            continue
+        root = path.resolve()
+        for p in sorted(path.rglob("*")):
+            importable = p.suffix.lower() in IMPORTABLE_SUFFIXES
+            if not (importable or p.is_symlink()):
+                continue
+            try:
+                outside = not p.resolve().is_relative_to(root)
+            except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+                outside = True
+            if outside:
+                if refused is not None and (importable or p.is_dir()):
+                    refused.append((str(p), "a link to a place outside the imported folder; not followed"))
+            elif importable and p.is_file():
+                files.append(p)
     return files
 
 
