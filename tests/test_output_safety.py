@@ -21,7 +21,7 @@ from bot.core.library import Library, collect_files
 from bot.core.text_safety import first_control, terminal_safe
 
 dpytest = pytest.importorskip("discord.ext.test")
-from conftest import make_settings, mock_interaction, said  # noqa: E402
+from conftest import make_settings, mock_interaction  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # (a backslash would be swallowed by a bare link just before it), the rest a backslash.
 ZW = "\u200b"
 MARKUP = {
-    "</ban:1>": f"<{ZW}/ban\\:1>",
+    "</ban:1>": f"<{ZW}/ban:1>",
     "<#1>": f"<{ZW}#1>",
     "<t:0:F>": f"<{ZW}t\\:0:F>",
     "<@123>": f"<{ZW}@123>",
@@ -53,6 +53,19 @@ HOSTILE_ARTICLE = (
 )
 
 
+async def said(content: str, channel, member, **kwargs) -> tuple[Exception | None, list]:
+    """A member's message (with attachments, if given): (command error if any, bot replies)."""
+    error = None
+    try:
+        await dpytest.message(content, channel=channel, member=member, **kwargs)
+    except Exception as exc:  # dpytest re-raises command errors after the bot's handler ran
+        error = exc
+    sent = []
+    while not dpytest.sent_queue.empty():
+        sent.append(await dpytest.sent_queue.get())
+    return error, sent
+
+
 def text_of(messages) -> str:
     return "\n".join(
         (m.content or "")
@@ -64,7 +77,8 @@ def text_of(messages) -> str:
 def assert_escaped(shown: str, cases: dict[str, str]) -> None:
     for raw, escaped in cases.items():
         assert escaped in shown, (raw, escaped, shown[:1500])
-        assert raw not in shown, (raw, shown[:1500])
+        # The raw form is nowhere but inside its escaped form ("\\[x](y)" holds "[x](y)").
+        assert raw not in shown.replace(escaped, ""), (raw, shown[:1500])
 
 
 @pytest.fixture
@@ -90,7 +104,9 @@ async def test_markup_in_a_quoted_article_is_shown_verbatim_to_the_member(fake, 
 
 
 async def test_markup_in_titles_and_sources_is_escaped_on_the_card_the_list_and_the_report(fake, library):
-    title = "# Ferry <#1> ||times|| " + " ".join(MARKUP)
+    # Short enough for the list's 120 characters a title.
+    shown_in_title = {k: v for k, v in MARKUP.items() if k in ("<#1>", "</ban:1>", "<t:0:F>", "<a:wave:2>", "@everyone", "||secret||", "**loud**")}
+    title = "# Ferry " + " ".join(shown_in_title)
     error, sent = await said(
         f'!article add --title "{title}" --source "-# Port news <t:0:F>" The ferry to Kestrel Bay leaves at nine, the port said.',
         fake.channel_a,
@@ -101,15 +117,15 @@ async def test_markup_in_titles_and_sources_is_escaped_on_the_card_the_list_and_
     assert info.title == title and info.source == "-# Port news <t:0:F>"  # stored exactly
     report = text_of(sent)
     assert "**\\# Ferry" in report
-    assert_escaped(report, MARKUP)
+    assert_escaped(report, shown_in_title)
 
     for command in ("!article list", f"!article show {info.id}"):
         error, sent = await said(command, fake.channel_a, fake.admin_a)
         assert error is None
         shown = text_of(sent)
-        assert_escaped(shown, {**MARKUP, "||times||": "\\|\\|times\\|\\|"})
+        assert_escaped(shown, shown_in_title)
     card = sent[0].embeds[0]
-    assert card.title.startswith("\\# Ferry <" + ZW + "#1>")
+    assert card.title == "\\# Ferry " + " ".join(shown_in_title.values())
     assert {f.name: f.value for f in card.fields}["Source"] == f"\\-# Port news <{ZW}t\\:0:F>"
 
 
@@ -167,7 +183,7 @@ def test_an_article_url_cannot_break_out_of_its_source_line(url):
     line = rendering.source_line("Ferry times", None, None, url, 4)
     link = re.fullmatch(r"— \[Ferry times\]\(<(https://news\.example/a[^\s<>()\\]*)>\) · article 4", line)
     assert link, line
-    assert "\n" not in line and "||" not in line and "**" not in line
+    assert "\n" not in line and "||" not in line  # (a "*" inside the <...> link is part of the link)
 
 
 @pytest.mark.parametrize("title", ["https://bank.example/login", "bank.example", "www.bank.example sign-in"])
@@ -183,8 +199,16 @@ ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x9b31m\u202eevil\u202c\r\x00"
 TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def export_line(title: str, text: str) -> str:
-    return json.dumps({"title": title, "text": text, "source": "Port \x1b[31mnews"})
+def export_lines(title: str, text: str) -> str:
+    """A JSON Lines file: the hostile article, and two plain ones for the ranking to compare it with."""
+    return "\n".join(
+        json.dumps(record)
+        for record in (
+            {"title": title, "text": text, "source": "Port \x1b[31mnews"},
+            {"title": "Museum", "text": "The museum opens on Sundays only, the curator said."},
+            {"title": "School", "text": "The school committee met on Monday to discuss the budget."},
+        )
+    ) + "\n"
 
 
 def run(*args: str, db: Path) -> subprocess.CompletedProcess:
@@ -197,7 +221,7 @@ def run(*args: str, db: Path) -> subprocess.CompletedProcess:
 def test_control_sequences_in_titles_never_reach_the_terminal_from_the_command_line(tmp_path):
     # JSON escapes are how control characters get past the file check: "\u001b" is six plain characters.
     bulk = tmp_path / "bulk.jsonl"
-    bulk.write_text(export_line(f"Ferry {ESCAPES} times", f"The ferry to Kestrel Bay leaves at nine {ESCAPES} daily.") + "\n")
+    bulk.write_text(export_lines(f"Ferry {ESCAPES} times", f"The ferry to Kestrel Bay leaves at nine {ESCAPES} daily."))
     db = tmp_path / "db.sqlite3"
     assert run("import", str(bulk), db=db).returncode == 0
     for args in (("list",), ("list", "--json"), ("ask", "When does the ferry to Kestrel Bay leave?"), ("ask", "When does the ferry leave?", "--json")):
@@ -206,14 +230,14 @@ def test_control_sequences_in_titles_never_reach_the_terminal_from_the_command_l
         assert TERMINAL_UNSAFE.findall(result.stdout) == [], (args, result.stdout)
         assert "\\x1b" in result.stdout or "\\u001b" in result.stdout, (args, result.stdout)
     listing = json.loads(run("list", "--json", db=db).stdout)
-    assert listing[0]["title"] == f"Ferry {ESCAPES} times"  # still the stored title, once parsed
+    assert f"Ferry {ESCAPES} times" in [a["title"] for a in listing]  # still the stored title, once parsed
 
 
 async def test_control_sequences_never_reach_the_terminal_from_the_console(tmp_path):
     lib = await Library.open(tmp_path / "db.sqlite3")
     try:
         bulk = tmp_path / "bulk.jsonl"
-        bulk.write_text(export_line(f"Ferry {ESCAPES}", f"The ferry to Kestrel Bay leaves at nine {ESCAPES} daily.") + "\n")
+        bulk.write_text(export_lines(f"Ferry {ESCAPES}", f"The ferry to Kestrel Bay leaves at nine {ESCAPES} daily."))
         out = io.StringIO()
         console = Console(lib, make_settings(tmp_path), out=out)
         for line in (f"!article add {bulk}", "!article list", "!article show 1", "When does the ferry to Kestrel Bay leave?", "!article remove 1"):
