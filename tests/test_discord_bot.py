@@ -322,7 +322,7 @@ async def test_everyone_in_an_article_is_quoted_without_a_ping(
     shown = text_of(reply)
     assert "**released** **water** at" in shown
     assert "@everyone" not in shown and "@here" not in shown
-    assert "warned @\u200beveryone, @\u200bhere, the mayor <@\u200b123456789012345678>" in shown
+    assert "warned @\u200beveryone, @\u200bhere, the mayor <\u200b@\u200b123456789012345678>" in shown  # "<" and "@" both broken
     assert "<@123456789012345678>" not in shown and "<@&987654321098765432>" not in shown
     # Markdown from the article is shown, not applied.
     assert "\\***reservoir**\\*" in shown and "\\_\\_noon\\_\\_" in shown
