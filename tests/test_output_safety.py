@@ -10,13 +10,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from bot.cogs import rendering
 from bot.console import Console
 from bot.core.articles import GLOBAL_SCOPE, ArticleError
-from bot.core.importers import decode
+from bot.core.importers import Metadata, decode
 from bot.core.library import Library, collect_files
 from bot.core.text_safety import first_control, terminal_safe
 
@@ -86,6 +87,13 @@ def settings(tmp_path):
     return make_settings(tmp_path, max_article_bytes=100_000)
 
 
+class Options(SimpleNamespace):
+    """A slash command's options as discord.py reads them: attributes, and (name, value) pairs."""
+
+    def __iter__(self):
+        return iter(self.__dict__.items())
+
+
 # --- Discord ----------------------------------------------------------------------------------------
 
 
@@ -139,19 +147,13 @@ async def test_an_error_naming_a_users_file_shows_its_markup_escaped(fake, tmp_p
 
 
 async def test_the_slash_path_escapes_the_card_too(fake, library):
-    from types import SimpleNamespace
-
     await library.add_bytes(
         b"The ferry to Kestrel Bay leaves at nine, the port said.", "f.txt", scope=fake.guild_a.id, added_by="1",
-        meta=__import__("bot.core.importers", fromlist=["Metadata"]).Metadata(title="<t:0:F> ## <@&1> -# x"),
+        meta=Metadata(title="<t:0:F> ## <@&1> -# x"),
     )
     [info] = await library.list(scopes=[fake.guild_a.id])
     command = fake.bot.get_command("article").get_command("show")
     interaction = mock_interaction(fake.bot, fake.admin_a, fake.channel_a, command)
-
-    class Options(SimpleNamespace):
-        def __iter__(self):
-            return iter(self.__dict__.items())
 
     interaction.namespace = Options(article_id=info.id)
     await command.app_command._invoke_with_namespace(interaction, interaction.namespace)
