@@ -18,6 +18,7 @@ import discord
 from discord.ext import commands
 
 from .app import open_library
+from .core.feedback import Feedback
 from .core.fetch import FetchPolicy, fetch_session
 from .core.library import Library
 from .settings import Settings
@@ -26,7 +27,9 @@ log = logging.getLogger(__name__)
 
 INITIAL_EXTENSIONS: tuple[str, ...] = (
     "bot.cogs.errors",
+    "bot.cogs.answer_view",  # registers the answer buttons, so those sent before a restart work
     "bot.cogs.ask",
+    "bot.cogs.help",
     "bot.cogs.articles",
     "bot.cogs.admin",
 )
@@ -74,9 +77,11 @@ class QuoteBot(commands.Bot):
             case_insensitive=True,
             strip_after_prefix=True,
             description="Answers questions by quoting stored articles word for word.",
+            help_command=None,  # bot.cogs.help: one embed, on the slash and the prefix path
         )
         self.settings = settings
         self.library = library
+        self.feedback = Feedback(library)
         self.http_session = http_session
         self.fetch_policy = fetch_policy(settings)
         self.initial_extensions = tuple(extensions)

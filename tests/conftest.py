@@ -6,6 +6,7 @@ dpytest never calls `setup_hook`, so the fixture loads the extensions itself; it
 """
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -84,6 +85,8 @@ async def start_fake_discord(settings: Settings, library: Library) -> FakeDiscor
         await bot.load_extension(extension)
     dpytest.configure(bot, guilds=["Server A", "Server B"], text_channels=1, voice_channels=0, members=["admin", "member"])
     config = dpytest.get_config()
+    # dpytest's connection state has no loop; "typing…" (channel.typing()) starts a task on it.
+    bot._connection.loop = asyncio.get_running_loop()
     guild_a, guild_b = config.guilds
     channel_a, channel_b = config.channels
     admin_a, member_a, admin_b, member_b = config.members

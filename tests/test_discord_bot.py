@@ -255,9 +255,11 @@ async def test_imports_are_rate_limited_per_manager(fake: FakeDiscord, library: 
 async def test_owner_manages_global_articles(fake: FakeDiscord, library: Library) -> None:
     summary = await library.add_bytes(SEED_ARTICLE.read_bytes(), "seed.txt", scope=GLOBAL_SCOPE, added_by="corpus")
     global_id = summary.added[0].article.id
-    # A server admin cannot touch the global corpus...
+    # A server admin sees the global corpus but cannot remove it from their server...
     reply = await say_failing(f"!article remove {global_id}", fake.admin_a, commands.CommandInvokeError)
-    assert reply.content == f"No article {global_id} here."
+    assert reply.content.startswith(f"Article {global_id} is a global article")
+    assert "can't be removed" in reply.content
+    assert await library.store.count_articles(GLOBAL_SCOPE) == 1
     # ...the owner can.
     owner = fake.member_b
     fake.bot.owner_id = owner.id

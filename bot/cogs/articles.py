@@ -1,9 +1,13 @@
 """The `/article` group (and `!article ...`): managers add, remove, list and show articles.
 
 Scopes: an article added in a server belongs to that server (answered only there); its
-managers see and remove only that server's articles. The bot owner also manages the global
-ones (the shipped corpus), and in direct messages only the owner can use these commands, on
-the global scope.
+managers list, show and remove that server's articles, and list and show (not remove) the
+global ones (the shipped corpus), which answer everywhere and are marked "global". Only the bot
+owner removes global articles, and in direct messages only the owner can use these commands,
+on the global scope.
+
+`show` and `remove` complete article ids and titles as the manager types (slash path);
+`search` finds articles by title on both paths.
 """
 from __future__ import annotations
 
@@ -24,8 +28,20 @@ from bot.core.articles import GLOBAL_SCOPE
 from bot.core.importers import Metadata
 from bot.core.library import ImportSummary
 
-from .checks import manager_only
-from .rendering import article_list_reply, article_reply, import_reply, removed_reply, send_reply
+from bot.core.articles import ArticleError
+
+from .checks import manager_only, may_manage
+from .help import help_reply
+from .rendering import (
+    article_list_reply,
+    article_reply,
+    article_search_reply,
+    fit,
+    import_reply,
+    one_line,
+    removed_reply,
+    send_reply,
+)
 
 if TYPE_CHECKING:
     from bot.discord_bot import QuoteBot
@@ -34,6 +50,9 @@ log = logging.getLogger(__name__)
 
 ATTACHMENT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".jsonl"})
 PER_PAGE = 10
+SEARCH_RESULTS = 20
+CHOICES_LIMIT = 25  # Discord's limit on autocomplete choices
+CHOICE_NAME_LIMIT = 100
 IMPORT_WINDOW_SECONDS = 3600.0
 
 
@@ -79,18 +98,24 @@ class Articles(commands.Cog):
     def __init__(self, bot: QuoteBot) -> None:
         self.bot = bot
 
-    async def _managed_scopes(self, ctx: commands.Context[QuoteBot]) -> list[int]:
-        """The scopes this member may list, show and remove (the check already let them in)."""
-        scopes = [ctx.guild.id] if ctx.guild is not None else []
-        if await self.bot.is_owner(ctx.author):
+    async def _managed_scopes(self, guild: discord.Guild | None, user: discord.abc.User) -> list[int]:
+        """The scopes this member may remove from (the check already let them in)."""
+        scopes = [guild.id] if guild is not None else []
+        if await self.bot.is_owner(user):  # type: ignore[arg-type]
             scopes.append(GLOBAL_SCOPE)
         return scopes
+
+    @staticmethod
+    def _visible_scopes(guild: discord.Guild | None) -> list[int]:
+        """The scopes a manager lists and shows: what answers where they are."""
+        return [guild.id, GLOBAL_SCOPE] if guild is not None else [GLOBAL_SCOPE]
 
     @commands.hybrid_group(name="article", invoke_without_command=True)
     @manager_only()
     async def article(self, ctx: commands.Context[QuoteBot]) -> None:
         """Manage the articles the bot quotes from."""
-        await ctx.send_help(ctx.command)
+        # help_command is off (bot.cogs.help): the help card names every article command.
+        await send_reply(ctx, help_reply("/" if ctx.interaction else ctx.clean_prefix, manager=True))
 
     @article.command(name="add", cooldown_after_parsing=True)
     @manager_only()
@@ -151,7 +176,13 @@ class Articles(commands.Cog):
     async def remove(self, ctx: commands.Context[QuoteBot], article_id: int) -> None:
         """Remove an article; it stops answering at once."""
         await ctx.defer()
-        info = await self.bot.library.remove(article_id, scopes=await self._managed_scopes(ctx))
+        info = await self.bot.library.get(article_id, scopes=self._visible_scopes(ctx.guild))
+        if info.scope == GLOBAL_SCOPE and not await self.bot.is_owner(ctx.author):
+            raise ArticleError(
+                f"Article {article_id} is a global article: it ships with the bot and answers in every "
+                "server, so it can't be removed from one. Only the bot owner can remove it."
+            )
+        info = await self.bot.library.remove(article_id, scopes=await self._managed_scopes(ctx.guild, ctx.author))
         log.info("Article %d removed from scope %d by %s", info.id, info.scope, ctx.author.id)
         await send_reply(ctx, removed_reply(info))
 
@@ -161,7 +192,7 @@ class Articles(commands.Cog):
     async def list_(self, ctx: commands.Context[QuoteBot], page: commands.Range[int, 1, 100_000] = 1) -> None:
         """List the stored articles, newest first."""
         await ctx.defer()
-        scopes = await self._managed_scopes(ctx)
+        scopes = self._visible_scopes(ctx.guild)
         total = await self.bot.library.count(scopes=scopes)
         pages = max(1, math.ceil(total / PER_PAGE))
         infos = await self.bot.library.list(scopes=scopes, page=page, per_page=PER_PAGE)
@@ -174,9 +205,46 @@ class Articles(commands.Cog):
     async def show(self, ctx: commands.Context[QuoteBot], article_id: int) -> None:
         """Show an article's details and first sentences."""
         await ctx.defer()
-        info = await self.bot.library.get(article_id, scopes=await self._managed_scopes(ctx))
+        info = await self.bot.library.get(article_id, scopes=self._visible_scopes(ctx.guild))
         first = await self.bot.library.first_sentences(info.id, 3)
         await send_reply(ctx, article_reply(info, first))
+
+    @article.command(name="search")
+    @manager_only()
+    @app_commands.describe(text="Words from the title, e.g. ferry")
+    async def search(self, ctx: commands.Context[QuoteBot], *, text: commands.Range[str, 1, 100]) -> None:
+        """Find articles by title, newest first."""
+        await ctx.defer()
+        found = await self.bot.library.find(text, scopes=self._visible_scopes(ctx.guild), limit=SEARCH_RESULTS + 1)
+        await send_reply(ctx, article_search_reply(found[:SEARCH_RESULTS], text, more=len(found) > SEARCH_RESULTS))
+
+    @show.autocomplete("article_id")
+    async def _complete_visible(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+        return await self._choices(interaction, current, removable=False)
+
+    @remove.autocomplete("article_id")
+    async def _complete_removable(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+        return await self._choices(interaction, current, removable=True)
+
+    async def _choices(
+        self, interaction: discord.Interaction, current: str, *, removable: bool
+    ) -> list[app_commands.Choice[int]]:
+        """Articles whose id starts with, or whose title contains, what was typed. Offered only to
+        managers: checks do not run for autocomplete, and titles are not for everyone."""
+        if not await may_manage(self.bot, interaction.user, interaction.guild, interaction.permissions):
+            return []
+        if removable:
+            scopes = await self._managed_scopes(interaction.guild, interaction.user)
+        else:
+            scopes = self._visible_scopes(interaction.guild)
+        found = await self.bot.library.find(current, scopes=scopes, limit=CHOICES_LIMIT)
+        return [
+            app_commands.Choice(
+                name=fit(f"{info.id} · {one_line(info.title)}{' (global)' if info.scope == GLOBAL_SCOPE else ''}", CHOICE_NAME_LIMIT, render=lambda s: s),
+                value=info.id,
+            )
+            for info in found
+        ]
 
 
 async def setup(bot: QuoteBot) -> None:

@@ -1,5 +1,7 @@
 """Asking: `/ask` and `!ask` (one hybrid command), a mention of the bot followed by a question,
-a direct message, and optional auto-answer channels. All of them share one per-user cooldown.
+a direct message, optional auto-answer channels, and the message context menu "Ask Quotebot"
+(right-click a message: its text is the question). All of them share one per-user cooldown.
+An answer that quotes something comes with buttons (`answer_view`).
 
 In a server the answer comes from that server's articles and the global ones; in direct
 messages from the global ones only (`Library.ask` restricts by `guild_id`)."""
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import discord
@@ -15,6 +18,7 @@ from discord.ext import commands
 
 from bot.core.answers import QuestionError
 
+from .answer_view import answer_view
 from .rendering import answer_reply, message_reply, send_reply
 
 if TYPE_CHECKING:
@@ -49,8 +53,14 @@ class Ask(commands.Cog):
                 settings.ask_cooldown_rate, settings.ask_cooldown_seconds, commands.BucketType.user
             )
         self._answer_channels = frozenset(settings.answer_channel_ids)
+        # Context menus cannot be declared inside a cog: made here, added to the tree, removed on unload.
+        self._menu = app_commands.ContextMenu(name="Ask Quotebot", callback=self.ask_about_message)
+        bot.tree.add_command(self._menu)
 
-    def _take_ask(self, source: commands.Context | discord.Message) -> commands.CommandOnCooldown | None:
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self._menu.name, type=self._menu.type)
+
+    def _take_ask(self, source: commands.Context | discord.Message | SimpleNamespace) -> commands.CommandOnCooldown | None:
         """Take one of the user's asks; the cooldown error if they have none left."""
         if self._cooldown is None:
             return None
@@ -67,10 +77,42 @@ class Ask(commands.Cog):
         on_cooldown = self._take_ask(ctx)
         if on_cooldown is not None:
             raise on_cooldown
-        # Acknowledge the interaction first: Discord allows 3 seconds before the first reply.
-        await ctx.defer()
-        answer = await self.bot.library.ask(question, guild_id=ctx.guild.id if ctx.guild else None)
-        await send_reply(ctx, answer_reply(answer))
+        # On the slash path this defers first (Discord allows 3 seconds before the first reply);
+        # on the prefix path it shows "Quotebot is typing…" while the answer is composed.
+        async with ctx.typing():
+            page, answer_id = await self.bot.feedback.ask(
+                question, guild_id=ctx.guild.id if ctx.guild else None, asker_id=ctx.author.id
+            )
+        await send_reply(ctx, answer_reply(page.answer), view=answer_view(answer_id, page) if answer_id else None)
+
+    async def ask_about_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """"Ask Quotebot" on a message: its text answered as a question, in a reply to it. The
+        message's text comes with the interaction, so no Message Content intent is needed."""
+        question = message.content.strip()
+        if not question:
+            await interaction.response.send_message(
+                **message_reply("That message has no text to answer.").kwargs(), ephemeral=True
+            )
+            return
+        on_cooldown = self._take_ask(SimpleNamespace(author=interaction.user))
+        if on_cooldown is not None:
+            text = f"Slow down: try again in {max(1, round(on_cooldown.retry_after))} s."
+            await interaction.response.send_message(**message_reply(text).kwargs(), ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            page, answer_id = await self.bot.feedback.ask(question, guild_id=interaction.guild_id, asker_id=interaction.user.id)
+        except QuestionError as exc:
+            await interaction.followup.send(**message_reply(str(exc)).kwargs(), ephemeral=True)
+            return
+        reply = answer_reply(page.answer)
+        view = answer_view(answer_id, page) if answer_id else None
+        sent = await send_reply(message, reply, view=view)
+        if sent is not None:
+            await interaction.followup.send(**message_reply(f"Answered: {sent.jump_url}").kwargs(), ephemeral=True)
+        else:
+            # No reply there (no permission to post in that channel): answer the asker instead.
+            await interaction.followup.send(**reply.kwargs(), **({"view": view} if view else {}), ephemeral=True)
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -110,14 +152,19 @@ class Ask(commands.Cog):
             if not quiet:
                 await send_reply(message, message_reply("Ask me a question after the mention, e.g. who released the footage?"))
             return
+        guild_id = message.guild.id if message.guild else None
         try:
-            answer = await self.bot.library.ask(question, guild_id=message.guild.id if message.guild else None)
+            if quiet:  # no "typing…" for chatter that may get no answer
+                page, answer_id = await self.bot.feedback.ask(question, guild_id=guild_id, asker_id=message.author.id)
+            else:
+                async with message.channel.typing():
+                    page, answer_id = await self.bot.feedback.ask(question, guild_id=guild_id, asker_id=message.author.id)
         except QuestionError as exc:
             if not quiet:
                 await send_reply(message, message_reply(str(exc)))
             return
-        if answer.answered or not quiet:
-            await send_reply(message, answer_reply(answer))
+        if page.answer.answered or not quiet:
+            await send_reply(message, answer_reply(page.answer), view=answer_view(answer_id, page) if answer_id else None)
 
 
 def _after_mention(content: str, bot_id: int) -> str | None:

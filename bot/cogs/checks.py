@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+import discord
 from discord import app_commands
 from discord.ext import commands
 
@@ -19,16 +20,23 @@ class NotManager(commands.CheckFailure):
 
 async def is_manager(ctx: commands.Context[QuoteBot]) -> bool:
     """The bot owner anywhere; in a server, Manage Server or one of the configured manager roles."""
-    if await ctx.bot.is_owner(ctx.author):
-        return True
-    if ctx.guild is None:
-        return False
     # ctx.permissions is the interaction's resolved permissions on the slash path and the
     # channel's computed permissions on the prefix path.
-    if ctx.permissions.manage_guild:
+    return await may_manage(ctx.bot, ctx.author, ctx.guild, ctx.permissions)
+
+
+async def may_manage(
+    bot: QuoteBot, user: discord.abc.User, guild: discord.Guild | None, permissions: discord.Permissions
+) -> bool:
+    """is_manager for what has no Context (an autocomplete interaction)."""
+    if await bot.is_owner(user):  # type: ignore[arg-type]
         return True
-    manager_roles = set(ctx.bot.settings.manager_role_ids)
-    roles = getattr(ctx.author, "roles", ())
+    if guild is None:
+        return False
+    if permissions.manage_guild:
+        return True
+    manager_roles = set(bot.settings.manager_role_ids)
+    roles = getattr(user, "roles", ())
     return bool(manager_roles) and any(role.id in manager_roles for role in roles)
 
 

@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import discord
@@ -18,6 +19,7 @@ from discord.ext import commands
 
 from bot.core.answers import NOTHING_MATCHES, Answer, Passage
 from bot.core.articles import GLOBAL_SCOPE, ArticleInfo
+from bot.core.feedback import PassageContext
 from bot.core.library import ImportSummary
 from bot.core.tokens import matched_word_spans
 
@@ -232,6 +234,34 @@ def answer_reply(answer: Answer) -> Reply:
     return Reply(embeds=embeds)
 
 
+def context_reply(contexts: Sequence[PassageContext]) -> Reply:
+    """Each quote of an answer with the sentences around it; the quoted ones in bold."""
+    if not contexts:
+        return Reply(content="The quoted articles are no longer stored here.")
+    contexts = contexts[:EMBED_COUNT_LIMIT]
+    share = min(EMBED_DESCRIPTION_LIMIT, (EMBED_TOTAL_LIMIT - _TOTAL_HEADROOM) // len(contexts))
+    embeds = []
+    for ctx in contexts:
+        source = source_line(ctx.title, ctx.source, ctx.published, ctx.url, ctx.article_id, share)
+
+        parts = [(one_line(s.text), s.quoted) for s in ctx.sentences]
+
+        def render(text: str, parts: list[tuple[str, bool]] = parts) -> str:
+            # `text` is a prefix of the sentences joined by spaces: bold the quoted ones within it.
+            out, pos = [], 0
+            for sentence, quoted in parts:
+                if pos >= len(text):
+                    break
+                piece = text[pos : pos + len(sentence)].strip()
+                out.append(f"**{escape(piece)}**" if quoted and piece else escape(piece))
+                pos += len(sentence) + 1
+            return "> " + " ".join(out)
+
+        text = fit(" ".join(p for p, _ in parts), share - len(source) - 1, render=render)
+        embeds.append(discord.Embed(description=f"{text}\n{source}", colour=ANSWER_COLOUR))
+    return Reply(embeds=embeds)
+
+
 # --- articles ----------------------------------------------------------------------------------
 
 
@@ -258,6 +288,20 @@ def article_list_reply(infos: Sequence[ArticleInfo], page: int, pages: int, tota
     return Reply(embeds=[embed])
 
 
+def article_search_reply(infos: Sequence[ArticleInfo], text: str, more: bool) -> Reply:
+    if not infos:
+        return Reply(content=clip_content(f"No article title here contains “{escape(one_line(text))}”."))
+    rows = [f"`{info.id}` **{fit(one_line(info.title), 120)}** — {_meta(info)}" for info in infos]
+    embed = discord.Embed(
+        title=fit(f"Articles with “{one_line(text)}” in the title", EMBED_TITLE_LIMIT, render=lambda s: s),
+        description=fit("\n".join(rows), EMBED_DESCRIPTION_LIMIT, render=lambda s: s),
+        colour=ANSWER_COLOUR,
+    )
+    if more:
+        embed.set_footer(text=f"Showing the newest {len(infos)}; add words to narrow the search.")
+    return Reply(embeds=[embed])
+
+
 def article_reply(info: ArticleInfo, first_sentences: Sequence[str]) -> Reply:
     embed = discord.Embed(title=fit(one_line(info.title), EMBED_TITLE_LIMIT), colour=ANSWER_COLOUR)
     if first_sentences:
@@ -266,7 +310,7 @@ def article_reply(info: ArticleInfo, first_sentences: Sequence[str]) -> Reply:
         ("ID", str(info.id)),
         ("Source", info.source),
         ("Author", info.author),
-        ("Published", info.published),
+        ("Published", discord_date(info.published)),
         ("URL", _safe_url(info.url) or info.url),
         ("Sentences", str(info.sentence_count)),
         ("Scope", "global" if info.scope == GLOBAL_SCOPE else "this server"),
@@ -274,8 +318,10 @@ def article_reply(info: ArticleInfo, first_sentences: Sequence[str]) -> Reply:
     ]
     for name, value in fields:
         if value:
-            # "Added" is built here (with a deliberate user mention); everything else is escaped.
-            render = (lambda s: s) if name == "Added" else escape
+            # "Added" is built here (with a deliberate user mention), a recognised date is a
+            # Discord timestamp; everything else is escaped.
+            built = name == "Added" or (name == "Published" and value != info.published)
+            render = (lambda s: s) if built else escape
             embed.add_field(name=name, value=fit(one_line(value), 512 if name == "URL" else 256, render), inline=name != "URL")
     return Reply(embeds=[embed])
 
@@ -284,7 +330,21 @@ def _added(info: ArticleInfo) -> str:
     who = info.added_by or ""
     # Discord user ids are stored bare; a user mention in an embed renders as a name and never pings.
     by = f" by <@{who}>" if who.isdigit() else (f" by {escape(who)}" if who else "")
-    return f"{info.added_at}{by}"
+    return f"{discord_date(info.added_at)}{by}"
+
+
+def discord_date(text: str | None) -> str | None:
+    """An ISO date or date-time as a Discord timestamp (`<t:…:d>`, shown in the reader's own
+    locale and time zone); anything else (a free-text date) unchanged."""
+    if not text:
+        return text
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return text
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return discord.utils.format_dt(when, "d")
 
 
 def import_reply(summary: ImportSummary) -> Reply:
@@ -320,11 +380,17 @@ def message_reply(text: str) -> Reply:
 
 
 async def send_reply(
-    target: commands.Context | discord.Message, reply: Reply, *, ephemeral: bool = False
+    target: commands.Context | discord.Message,
+    reply: Reply,
+    *,
+    ephemeral: bool = False,
+    view: discord.ui.View | None = None,
 ) -> discord.Message | None:
     """Send `reply` as an answer to a command or a message. A failure on Discord's side is
     logged and swallowed: one lost reply must not take a command handler or listener down."""
     kwargs = reply.kwargs()
+    if view is not None:
+        kwargs["view"] = view
     try:
         if isinstance(target, commands.Context):
             if target.interaction is None:

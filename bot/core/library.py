@@ -495,6 +495,10 @@ class Library:
             return await self.store.count_articles()
         return sum([await self.store.count_articles(scope) for scope in scopes])
 
+    async def find(self, text: str, *, scopes: Sequence[int], limit: int = 25) -> list[ArticleInfo]:
+        """Articles by title (any part, any case) or id (its first digits), newest first."""
+        return await self.store.find_articles(scopes, " ".join(text.split()), limit=limit)
+
     async def list(self, *, scopes: Sequence[int] | None, page: int = 1, per_page: int = 10) -> list[ArticleInfo]:
         return await self.store.list_articles(scopes, limit=per_page, offset=max(0, page - 1) * per_page)
 

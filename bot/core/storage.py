@@ -70,6 +70,26 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX changes_generation ON changes (generation);
     """,
+    # Answers shown with buttons (bot/core/feedback.py): the question is kept so More and
+    # Context work after a restart; votes are one per answer and member, changeable.
+    """
+    CREATE TABLE answer_records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id INTEGER,
+        asker_id INTEGER NOT NULL,
+        question TEXT NOT NULL,
+        pages TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX answer_records_created ON answer_records (created_at);
+    CREATE TABLE answer_votes (
+        answer_id INTEGER NOT NULL REFERENCES answer_records (id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL,
+        helpful INTEGER NOT NULL,
+        voted_at TEXT NOT NULL,
+        PRIMARY KEY (answer_id, user_id)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -346,6 +366,16 @@ class ArticleStore:
         sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
         args.extend((limit, offset))
         return [ArticleInfo(*row) for row in await self._fetch(sql, args)]
+
+    async def find_articles(self, scopes: Sequence[int], text: str, *, limit: int = 25) -> list[ArticleInfo]:
+        """Articles whose title contains `text` (any case) or whose id starts with it, newest first."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await self._fetch(
+            f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE scope IN ({','.join('?' * len(scopes))})"
+            " AND (title LIKE ? ESCAPE '\\' OR CAST(id AS TEXT) LIKE ? ESCAPE '\\') ORDER BY id DESC LIMIT ?",
+            (*scopes, pattern, pattern[1:], limit),
+        )
+        return [ArticleInfo(*row) for row in rows]
 
     async def article_text(self, article_id: int) -> tuple[str, str] | None:
         """(title, body) as stored."""
