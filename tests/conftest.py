@@ -81,12 +81,16 @@ async def start_fake_discord(settings: Settings, library: Library) -> FakeDiscor
     intents.message_content = True
     bot = QuoteBot(settings, library, intents=intents)
     await bot._async_setup_hook()  # what bot.start would do before setup_hook
+    # After dpytest.configure: it replaces the connection state, which holds what extensions
+    # register there (the answer buttons' dynamic items).
+    dpytest.configure(bot, guilds=["Server A", "Server B"], text_channels=1, voice_channels=0, members=["admin", "member"])
     for extension in INITIAL_EXTENSIONS:
         await bot.load_extension(extension)
-    dpytest.configure(bot, guilds=["Server A", "Server B"], text_channels=1, voice_channels=0, members=["admin", "member"])
     config = dpytest.get_config()
     # dpytest's connection state has no loop; "typing…" (channel.typing()) starts a task on it.
     bot._connection.loop = asyncio.get_running_loop()
+    # ...and does not know the command tree, which receives interactions (context menus, autocomplete).
+    bot._connection._command_tree = bot.tree
     guild_a, guild_b = config.guilds
     channel_a, channel_b = config.channels
     admin_a, member_a, admin_b, member_b = config.members

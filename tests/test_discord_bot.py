@@ -473,7 +473,9 @@ async def test_list_pages_newest_first_and_show(fake: FakeDiscord, library: Libr
     assert embed.title == "Ferry report 3"
     fields = {f.name: f.value for f in embed.fields}
     assert fields["Source"] == "Harbour News"
-    assert fields["Published"] == "2020-01-04"
+    # Dates are Discord timestamps: each reader sees them in their own locale.
+    assert fields["Published"] == "<t:1578096000:d>"  # 2020-01-04 00:00 UTC
+    assert re.fullmatch(r"<t:\d+:d> by <@\d+>", fields["Added"])
     assert "harbour ferry number 3" in embed.description
     assert f"<@{fake.admin_a.id}>" in fields["Added"]
 

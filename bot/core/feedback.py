@@ -154,8 +154,8 @@ class Feedback:
     # --- context ----------------------------------------------------------------------------
 
     async def context(self, record: AnswerRecord, page: int) -> list[PassageContext]:
-        """The quotes of one message of an answer, each with CONTEXT_AROUND sentences either side
-        (from the same article, still stored and still answering where the answer was asked)."""
+        """The quotes of one message of an answer, each with up to CONTEXT_AROUND sentences of its
+        paragraph either side (from an article still stored and answering where it was asked)."""
         if not 0 <= page < len(record.pages):
             return []
         passages = record.pages[page]
@@ -177,11 +177,12 @@ class Feedback:
                 info.id, range(min(seqs) - CONTEXT_AROUND, max(seqs) + CONTEXT_AROUND + 1)
             )
             quoted_seqs = set(seqs)
+            first = quoted[0]
             shown = tuple(
                 ContextSentence(s.text, s.seq in quoted_seqs)
                 for seq, s in sorted(around.items())
-                # The headline is context only when it is what was quoted.
-                if s.kind != "title" or seq in quoted_seqs
+                # Context is the quote's own paragraph (a headline only when it was quoted).
+                if seq in quoted_seqs or (s.paragraph == first.paragraph and s.kind == first.kind)
             )
             out.append(PassageContext(info.id, info.title, info.source, info.url, info.published, shown))
         return out
