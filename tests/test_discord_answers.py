@@ -498,3 +498,40 @@ async def test_typing_shows_while_an_answer_is_composed(fake: FakeDiscord) -> No
         await say(f"!ask {QUESTION}", fake.member_a)
         await say(f"<@{fake.bot.user.id}> {QUESTION}", fake.member_a)
     assert order == [f"typing {fake.channel_a.id}", "compose"] * 2
+
+
+# --- what is kept, and how a quote in context is shown -------------------------------------------
+
+
+async def test_answer_records_and_their_votes_are_deleted_after_the_retention(fake: FakeDiscord, library: Library) -> None:
+    from bot.core.feedback import RECORD_DAYS
+
+    await add_ferry_log(library, fake.guild_a.id)
+    feedback = fake.bot.feedback
+    _, old_id = await feedback.ask("which ferry sailed from the harbour?", guild_id=fake.guild_a.id, asker_id=fake.member_a.id)
+    assert (await feedback.vote(old_id, fake.member_a.id, False)).not_helpful_count == 1
+    store = library.store
+    async with store._write_transaction():
+        await store._writer.execute(
+            "UPDATE answer_records SET created_at = '2000-01-01T00:00:00+00:00' WHERE id = ?", (old_id,)
+        )
+    _, new_id = await feedback.ask("which ferry sailed from the harbour?", guild_id=fake.guild_a.id, asker_id=fake.member_a.id)
+    assert RECORD_DAYS == 90  # what the README and docs promise
+    assert await feedback.get(old_id) is None and await feedback.get(new_id) is not None
+    assert await store._fetch("SELECT * FROM answer_votes WHERE answer_id = ?", (old_id,)) == []
+    assert await feedback.vote(old_id, fake.member_a.id, True) is None  # its buttons say "too old"
+
+
+async def test_context_of_a_pinging_article_pings_nobody(fake: FakeDiscord, library: Library, gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_discord_bot import PINGING_ARTICLE
+
+    sends = record_sends(monkeypatch)
+    await library.add_bytes(PINGING_ARTICLE.encode(), "dam.txt", scope=fake.guild_a.id, added_by="test", meta=Metadata(title="Dam"))
+    answer = await say("!ask what did farmers downstream move?", fake.member_a)
+    components = sends[-1]["components"]
+    ctx_id = next(c for c in custom_ids(components) if c.startswith("qb:ctx:"))
+    (shown,) = await gateway.click(fake.member_a, message_dict(answer, components), ctx_id)
+    assert "**Farmers downstream moved their cattle" in shown.text
+    assert "warned @\u200beveryone, @\u200bhere" in shown.text and "@everyone" not in shown.text
+    assert "\\_\\_noon\\_\\_" in shown.text
+    assert shown.data["allowed_mentions"] == {"parse": []}
