@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
@@ -18,6 +17,7 @@ import discord
 import discord.ext.test as dpytest
 import discord.ext.test.factories as facts
 import pytest
+from discord.ext import commands
 from discord.webhook.async_ import AsyncWebhookAdapter
 
 from bot.core.articles import GLOBAL_SCOPE
@@ -457,7 +457,7 @@ async def test_managers_see_the_shipped_global_articles_but_cannot_remove_them(f
     assert row.startswith(f"`{global_id}`") and "global" in row
     shown = await say(f"!article show {global_id}", fake.admin_b, channel=fake.channel_b)
     assert {f.name: f.value for f in shown.embeds[0].fields}["Scope"] == "global"
-    with pytest.raises(Exception):
+    with pytest.raises(commands.CommandInvokeError):
         await dpytest.message(f"!article remove {global_id}", channel=fake.channel_b, member=fake.admin_b)
     refused = dpytest.get_message()
     assert "global article" in refused.content and "can't be removed" in refused.content

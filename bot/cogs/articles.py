@@ -24,11 +24,9 @@ from discord.ext.commands.view import StringView, _quotes
 # The quotes discord.py accepts around an argument ("...", “...”, «...», ...).
 _OPENING_QUOTES = frozenset(_quotes)
 
-from bot.core.articles import GLOBAL_SCOPE
+from bot.core.articles import GLOBAL_SCOPE, ArticleError
 from bot.core.importers import Metadata
 from bot.core.library import ImportSummary
-
-from bot.core.articles import ArticleError
 
 from .checks import manager_only, may_manage
 from .help import help_reply
