@@ -476,6 +476,8 @@ async def test_help_is_one_card_for_members_and_managers(fake: FakeDiscord) -> N
     assert reply.embeds[0].footer.text is None  # not a manager
     assert_within_limits(reply)
     assert "You can manage" in (await say("!help", fake.admin_a)).embeds[0].footer.text
+    # `!article` alone (no subcommand) shows the same card to a manager.
+    assert "!article search" in text_of(await say("!article", fake.admin_a))
 
     help_cmd = fake.bot.get_command("help")
     interaction = mock_interaction(fake.bot, fake.member_a, fake.channel_a, help_cmd)
