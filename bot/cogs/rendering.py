@@ -149,7 +149,9 @@ def clip_content(text: str) -> str:
 
 
 # ASCII that may stand in a link as it is: RFC 3986's unreserved and reserved characters, and "%".
-_URL_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#[]@!$&'*+,;=%")
+# No "@": in a shown link "…/@everyone" reads as a mention (the property test in
+# test_hostile_input found one); a link's credentials ("user@host") are not wanted anyway.
+_URL_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#[]!$&'*+,;=%")
 # Discord's link text shown instead of a title that itself looks like a link (a domain or a URL).
 _LOOKS_LIKE_LINK = re.compile(r"://|(?<=[\w-])\.[a-z]{2,}\b", re.IGNORECASE)
 
