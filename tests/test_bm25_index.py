@@ -18,6 +18,8 @@ if str(ROOT) not in sys.path:  # allow plain `pytest` as well as `python -m pyte
 
 from bot.core import bm25_index as bm25_module  # noqa: E402
 from bot.core.bm25_index import BM25Index  # noqa: E402
+from bot.core.retrieval import Retriever  # noqa: E402
+from bot.core.storage import IndexRow, paragraph_key  # noqa: E402
 
 # ---------------------------------------------------------------- helpers
 
@@ -307,36 +309,149 @@ def test_empty_index_answers_nothing() -> None:
 # ----------------------------------------------------------------- groups
 
 
-def test_group_filter_returns_only_that_scope_with_global_statistics() -> None:
+GUILD_A, GUILD_B, GUILD_C = 2**63 - 1, 987654321098765432, 424242424242424242
+
+
+class ScopedLibrary:
+    """What the index should hold: id -> (tokens, scope), and rank_bm25 over a server's view."""
+
+    def __init__(self) -> None:
+        self.docs: dict[int, tuple[list[str], int]] = {}
+
+    def add(self, index: BM25Index, ids: list[int], docs: list[list[str]], scope: int | list[int]) -> None:
+        scopes = scope if isinstance(scope, list) else [scope] * len(ids)
+        index.add(ids, docs, scopes)
+        self.docs.update({i: (d, g) for i, d, g in zip(ids, docs, scopes)})
+
+    def remove(self, index: BM25Index, ids: list[int]) -> None:
+        index.remove(ids)
+        for i in ids:
+            self.docs.pop(i, None)
+
+    def visible(self, scopes: set[int]) -> tuple[list[list[str]], list[int]]:
+        ids = sorted(i for i, (_, g) in self.docs.items() if g in scopes)
+        return [self.docs[i][0] for i in ids], ids
+
+    def assert_ranks_like_rank_bm25(self, index: BM25Index, scopes: set[int], questions: list[list[str]]) -> None:
+        docs, ids = self.visible(scopes)
+        ref = BM25Okapi(docs)
+        assert index.size(scopes) == len(ids)
+        for q in questions:
+            assert_same_ranking(index.top_k(q, 10, groups=scopes), reference_ranking(ref, docs, ids, q, 10))
+        for q in questions[:5]:
+            assert_match_equals_reference_in(index, ref, docs, ids, q, scopes)
+
+
+def assert_match_equals_reference_in(
+    index: BM25Index, ref: BM25Okapi, docs: list[list[str]], ids: list[int], question: list[str], scopes: set[int]
+) -> None:
+    got_ids, got_scores = index.match(question, groups=scopes)
+    want = dict(reference_ranking(ref, docs, ids, question, k=len(docs)))
+    assert sorted(got_ids.tolist()) == sorted(want)
+    for i, s in zip(got_ids.tolist(), got_scores.tolist()):
+        assert math.isclose(s, want[i], rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_a_question_in_a_server_ranks_like_rank_bm25_over_only_what_that_server_sees(tmp_path: Path) -> None:
+    # The global articles plus server A's own; servers B and C import and delete around them.
     rng = np.random.default_rng(13)
-    docs = zipf_corpus(rng, 900)
-    guild_a, guild_b = 2**63 - 1, 987654321098765432
-    groups = [int(rng.choice([0, guild_a, guild_b])) for _ in docs]
+    lib = ScopedLibrary()
+    index = BM25Index(max_segments=4, auto_merge_max_docs=150)
+    next_id = iter(range(1, 10**6))
+
+    def add(n: int, scope: int | list[int]) -> list[int]:
+        ids = [next(next_id) for _ in range(n)]
+        lib.add(index, ids, zipf_corpus(rng, n), scope)
+        return ids
+
+    def check() -> None:
+        questions = [random_question(rng) for _ in range(25)]
+        lib.assert_ranks_like_rank_bm25(index, {0, GUILD_A}, questions)
+        lib.assert_ranks_like_rank_bm25(index, {0, GUILD_B}, questions[:8])
+        lib.assert_ranks_like_rank_bm25(index, {0, GUILD_A, GUILD_B}, questions[:8])
+        lib.assert_ranks_like_rank_bm25(index, {GUILD_A}, questions[:8])
+
+    add(400, 0)
+    a_ids = add(150, GUILD_A)
+    add(300, GUILD_B)
+    check()
+    # One add() holding several servers, then deletions in the others, and a few in A.
+    mixed = add(240, [int(rng.choice([0, GUILD_B, GUILD_C])) for _ in range(240)])
+    b_ids = [i for i, (_, g) in lib.docs.items() if g == GUILD_B]
+    lib.remove(index, b_ids[::3] + mixed[::5] + a_ids[:10])
+    check()
+    add(200, GUILD_C)
+    lib.remove(index, [i for i, (_, g) in lib.docs.items() if g == GUILD_C][::2])
+    assert index.compact()
+    check()
+    assert index.compact(full=True) or index.segment_count == 1
+    check()
+
+    index.save(tmp_path / "idx", "s")
+    loaded = BM25Index.load(tmp_path / "idx", "s")
+    assert loaded is not None
+    index = loaded
+    check()
+    # Every doc of server B gone: its group statistics leave with them.
+    lib.remove(index, [i for i, (_, g) in lib.docs.items() if g == GUILD_B])
+    assert index.size({GUILD_B}) == 0 and index.top_k(["w1"], 3, groups={GUILD_B}) == []
+    check()
+
+
+def test_another_server_importing_many_articles_moves_nothing_in_this_one() -> None:
+    # Server B imports ten times more text than A sees, all about "korea": A's ranking,
+    # scores and document frequencies are the same, to the bit.
+    rng = np.random.default_rng(7)
     index = BM25Index(auto_merge_max_docs=100)
-    for s in range(0, 900, 300):
-        index.add(range(s, s + 300), docs[s : s + 300], groups[s : s + 300])
-    index.add([5000], [["lonely", "guild", "only"]], [guild_b])
-    ref = BM25Okapi(docs + [["lonely", "guild", "only"]])
-    all_groups = groups + [guild_b]
+    index.add(range(0, 300), zipf_corpus(rng, 300), [0] * 300)
+    korea = [["north", "korea", "kim"], ["korea", "seoul"], ["rare", "korea", "video", "footage"]]
+    index.add(range(300, 303), korea, [GUILD_A] * 3)
+    questions = [random_question(rng) + ["korea"] for _ in range(20)] + [["korea", "footage"], ["everywhere"]]
+    before = [index.top_k(q, 10, groups={0, GUILD_A}) for q in questions]
+    df_before = index.document_frequencies(["korea", "everywhere", "w1"], groups={0, GUILD_A})
 
-    for _ in range(30):
+    flood = [["korea", f"w{int(w)}", "north"] for w in rng.integers(0, 400, 3000)]
+    for start in range(0, 3000, 500):
+        index.add(range(1000 + start, 1500 + start), flood[start : start + 500], [GUILD_B] * 500)
+    index.remove(range(1000, 1200))
+    index.compact(full=True)
+
+    assert [index.top_k(q, 10, groups={0, GUILD_A}) for q in questions] == before
+    assert index.document_frequencies(["korea", "everywhere", "w1"], groups={0, GUILD_A}) == df_before
+    assert index.top_k(["korea", "footage"], 1, groups={0, GUILD_A})[0][0] == 302
+    # The whole index (no scopes) does see B's articles.
+    n_all, (korea_all, *_) = index.document_frequencies(["korea"])
+    assert n_all == 303 + 2800 and korea_all == 3 + 2800
+
+
+def test_document_frequencies_and_size_count_only_the_scopes_asked_for() -> None:
+    rng = np.random.default_rng(19)
+    docs = zipf_corpus(rng, 600)
+    scopes = [[0, GUILD_A, GUILD_B][i % 3] for i in range(600)]
+    index = BM25Index(auto_merge_max_docs=50)
+    for start in range(0, 600, 70):
+        index.add(range(start, min(start + 70, 600)), docs[start : start + 70], scopes[start : start + 70])
+    index.remove(range(0, 600, 7))
+    terms = ["w0", "w3", "w150", "everywhere", "never-seen-term"]
+    for wanted in ({0}, {0, GUILD_A}, {GUILD_B}, {0, GUILD_A, GUILD_B}, {GUILD_C}, set()):
+        live = [d for i, d in enumerate(docs) if i % 7 and scopes[i] in wanted]
+        assert index.size(wanted) == len(live)
+        assert index.document_frequencies(terms, groups=wanted) == (len(live), [sum(t in d for d in live) for t in terms])
+    assert index.size() == len(index) == sum(1 for i in range(600) if i % 7)
+
+
+def test_a_server_with_no_articles_of_its_own_is_ranked_over_the_global_ones_alone() -> None:
+    rng = np.random.default_rng(23)
+    docs = zipf_corpus(rng, 300)
+    index = BM25Index()
+    index.add(range(300), docs, [0] * 300)
+    index.add([900], [["w1", "w2"]], [GUILD_B])
+    ref = BM25Okapi(docs)
+    for _ in range(20):
         q = random_question(rng)
-        all_ids, all_scores = index.match(q)
-        full = dict(zip(all_ids.tolist(), all_scores.tolist()))
-        for wanted in ({0}, {guild_a}, {0, guild_b}, set()):
-            ids, scores = index.match(q, groups=wanted)
-            expected = {i for i in full if all_groups[min(i, 900)] in wanted}
-            assert set(ids.tolist()) == expected
-            for i, s in zip(ids.tolist(), scores.tolist()):
-                assert s == full[i]  # statistics do not depend on the filter
-        top = index.top_k(q, 5, groups=[guild_a])
-        assert all(all_groups[i] == guild_a for i, _ in top)
-        want = [x for x in reference_ranking(ref, docs + [["lonely", "guild", "only"]], list(range(900)) + [5000], q, 2000)
-                if all_groups[min(x[0], 900)] == guild_a][:5]
-        assert_same_ranking(top, want)
-
-    assert [i for i, _ in index.top_k(["lonely"], 3, groups={guild_b})] == [5000]
-    assert index.top_k(["lonely"], 3, groups={guild_a}) == []
+        # A server unknown to the index sees exactly the global articles.
+        assert_same_ranking(index.top_k(q, 10, groups={0, GUILD_A}), reference_ranking(ref, docs, list(range(300)), q, 10))
+    assert index.top_k(["w1"], 5, groups={GUILD_A}) == []
 
 
 # ------------------------------------------------------------ persistence
@@ -499,3 +614,75 @@ def test_removals_that_land_during_a_background_merge_are_not_resurrected(
     for _ in range(30):
         q = random_question(rng)
         assert_same_ranking(index.top_k(q, 10), reference_ranking(ref, live_docs, live_ids, q, 10))
+
+
+# ---------------------------------------------------- the retriever's two indexes
+
+
+def library_rows(rng: np.random.Generator, first_article: int, n_articles: int, scope: int) -> list[IndexRow]:
+    """Articles of a headline and paragraphs of a few sentences, as the library indexes them."""
+    rows: list[IndexRow] = []
+    for article in range(first_article, first_article + n_articles):
+        for paragraph in range(int(rng.integers(2, 5))):
+            for sentence in zipf_corpus(rng, 1 if paragraph == 0 else int(rng.integers(1, 4))):
+                tokens = tuple(sentence) + (("#num",) if rng.random() < 0.3 else ())
+                rows.append(IndexRow(article * 100 + len(rows) % 100, scope, paragraph_key(article, paragraph), tokens))
+    return rows
+
+
+def test_a_server_sees_the_sentence_and_paragraph_scores_of_a_library_holding_only_what_it_sees() -> None:
+    # Global articles, server A's and server B's in one retriever; a question asked in A is
+    # scored (sentence + paragraph context) exactly as by a retriever holding only global + A,
+    # and B importing more and deleting changes nothing in A, to the bit.
+    rng = np.random.default_rng(29)
+    global_rows = library_rows(rng, 1, 60, 0)
+    a_rows = library_rows(rng, 100, 25, GUILD_A)
+    b_rows = library_rows(rng, 200, 40, GUILD_B)
+    everyone = Retriever()
+    for rows in (global_rows, b_rows, a_rows):
+        everyone.add(rows)
+    only_visible = Retriever()
+    only_visible.add(global_rows)
+    only_visible.add(a_rows)
+    seen_by_a = (0, GUILD_A)
+    questions = [random_question(rng) + ["#num"] for _ in range(30)]
+
+    def a_view() -> list[tuple[dict[int, float], float, tuple[int, list[int]]]]:
+        out = []
+        for q in questions:
+            ids, scores = everyone.scores(q, seen_by_a)
+            out.append((dict(zip(ids.tolist(), scores.tolist())), everyone.information(q, seen_by_a),
+                        everyone.document_frequencies(q, seen_by_a)))
+        return out
+
+    before = a_view()
+    for q, (scores, information, dfs) in zip(questions, before):
+        ids, want = only_visible.scores(q)
+        assert scores.keys() == set(ids.tolist())
+        for i, s in zip(ids.tolist(), want.tolist()):
+            assert math.isclose(scores[i], s, rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(information, only_visible.information(q), rel_tol=1e-12)
+        assert dfs == only_visible.document_frequencies(q)
+    assert everyone.size(seen_by_a) == len(only_visible) == len(global_rows) + len(a_rows)
+    assert any(everyone.information(q) != information for q, (_, information, _) in zip(questions, before))
+
+    everyone.add(library_rows(rng, 300, 80, GUILD_B))
+    everyone.remove(r.sentence_id for r in b_rows[::2])
+    everyone.compact(full=True)
+    assert a_view() == before
+
+
+def test_saved_retriever_ranks_each_server_over_its_own_view(tmp_path: Path) -> None:
+    rng = np.random.default_rng(31)
+    retriever = Retriever()
+    retriever.add(library_rows(rng, 1, 30, 0))
+    retriever.add(library_rows(rng, 100, 20, GUILD_A))
+    retriever.add(library_rows(rng, 200, 20, GUILD_B))
+    retriever.save(tmp_path / "cache", "stamp")
+    loaded = Retriever.load(tmp_path / "cache", "stamp")
+    assert loaded is not None
+    for _ in range(15):
+        q = random_question(rng)
+        for scopes in ((0, GUILD_A), (0, GUILD_B), (0,)):
+            assert loaded[0].search(q, 10, scopes) == retriever.search(q, 10, scopes)
+            assert loaded[0].information(q, scopes) == retriever.information(q, scopes)

@@ -12,8 +12,12 @@ Layout
   (doc -> unique term ids + tf, needed to undo statistics on removal and to
   re-merge) and an inverted index (term -> row positions, CSR) whose postings
   carry a code for their (tf, doc length) pair instead of the tf.
-* Corpus statistics (N, df per term id, total length) are global and updated
-  incrementally, so they always equal those of a freshly built index.
+* Corpus statistics (N, df per term id, total length) are kept for the whole
+  index and per group, and updated incrementally, so they always equal those of
+  a freshly built index.  A question asked within a set of groups is ranked
+  with the statistics of exactly those groups' docs (N, average length and df
+  summed over the groups): what rank_bm25 built over only the visible docs
+  gives, so one group's docs never move another group's scores.
 * An ``add`` appends a small segment; small tail segments are merged right away,
   larger merges are left to :meth:`BM25Index.compact` (meant for a background
   thread).  Removes flip an alive mask; dead rows disappear on the next merge.
@@ -134,6 +138,77 @@ class _Segment:
 
 
 @dataclass(frozen=True, eq=False)
+class _GroupStats:
+    """Statistics of one group's live docs; immutable, replaced on every change.
+
+    Sparse (a group holds a small part of the vocabulary): sorted term ids with
+    df > 0 and their df, in the narrowest dtype the group's size allows.
+    """
+
+    n_docs: int
+    total_len: int
+    terms: np.ndarray  # int32, sorted
+    df: np.ndarray  # uint16/uint32, > 0
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def lookup(self, tids: np.ndarray) -> np.ndarray:
+        """df of each term id (0 where the group lacks it), as int64."""
+        nt = len(self.terms)
+        if nt == 0:
+            return np.zeros(len(tids), dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.terms, tids), nt - 1)
+        return np.where(self.terms[at] == tids, self.df[at], 0).astype(np.int64)
+
+    def df_histogram(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct df values as float64, how many terms have each): a sum of f(df)
+        over the group's terms costs one f per distinct value (a few thousand)."""
+        hist = self.cache.get("hist")
+        if hist is None:
+            values = np.sort(self.df)
+            first = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+            counts = np.diff(np.append(first, len(values)))
+            hist = (values[first].astype(np.float64), counts.astype(np.float64))
+            self.cache["hist"] = hist
+        return hist
+
+    def changed(self, n: int, length: int, terms: np.ndarray, counts: np.ndarray) -> _GroupStats | None:
+        """These statistics with ``n`` docs of ``length`` tokens holding ``terms`` (sorted,
+        ``counts`` docs each) added, or removed when the numbers are negative; None once empty."""
+        n_docs = self.n_docs + n
+        if n_docs <= 0:
+            return None
+        at = np.searchsorted(self.terms, terms)
+        hit = at < len(self.terms)
+        hit[hit] = self.terms[at[hit]] == terms[hit]
+        df = self.df.astype(np.int64)
+        df[at[hit]] += counts[hit]
+        new_terms, new_df = self.terms, df
+        if not hit.all():  # only an add brings terms the group lacks
+            new_terms = np.insert(self.terms, at[~hit], terms[~hit].astype(np.int32))
+            new_df = np.insert(df, at[~hit], counts[~hit])
+        if n < 0:
+            live = new_df > 0
+            if not live.all():
+                new_terms, new_df = new_terms[live], new_df[live]
+        return _group_stats(n_docs, self.total_len + length, new_terms, new_df)
+
+
+def _group_stats(n_docs: int, total_len: int, terms: np.ndarray, df: np.ndarray) -> _GroupStats:
+    stats = _GroupStats(
+        n_docs=n_docs,
+        total_len=total_len,
+        terms=terms.astype(np.int32, copy=False),
+        df=df.astype(np.uint16 if n_docs < 2**16 else np.uint32),
+    )
+    stats.terms.flags.writeable = False
+    stats.df.flags.writeable = False
+    return stats
+
+
+_NO_GROUP = _GroupStats(0, 0, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint16))
+
+
+@dataclass(frozen=True, eq=False)
 class _State:
     """One consistent snapshot of the whole index."""
 
@@ -142,6 +217,8 @@ class _State:
     n_terms: int
     n_docs: int
     total_len: int
+    # Per group with live docs; a dict nobody mutates once published.
+    groups: dict[int, _GroupStats] = field(default_factory=dict)
     # Lazily filled per snapshot; racing readers compute the same value.
     cache: dict[str, float] = field(default_factory=dict)
 
@@ -155,6 +232,76 @@ class _State:
             # rank_bm25's loop; a pairwise sum would drift by a few ulps.
             avg = float(np.cumsum(idf)[-1]) / len(n) if len(n) else 0.0
             self.cache["average_idf"] = avg
+        return avg
+
+    def visible(self, groups: Collection[int] | None) -> _Visible | None:
+        """The statistics a question asked within ``groups`` is ranked with (None: the
+        whole index); None when those groups hold no live doc."""
+        if groups is None:
+            return _Visible(self, None, self.n_docs, self.total_len, False)
+        present = sorted({int(g) for g in groups} & self.groups.keys())
+        n_docs = sum(self.groups[g].n_docs for g in present)
+        if n_docs == 0:
+            return None
+        total_len = sum(self.groups[g].total_len for g in present)
+        # When every live doc is visible no row needs filtering; the statistics are still
+        # derived from the groups', so they stay the same to the bit when other groups come.
+        return _Visible(self, tuple(present), n_docs, total_len, n_docs < self.n_docs)
+
+
+@dataclass(frozen=True, eq=False)
+class _Visible:
+    """BM25 statistics of the docs of some groups (``groups`` None: of every doc)."""
+
+    state: _State
+    groups: tuple[int, ...] | None
+    n_docs: int
+    total_len: int
+    filtered: bool  # some live docs are outside the groups
+
+    def df(self, tids: np.ndarray) -> np.ndarray:
+        """Visible docs holding each term id (int64); ids must be < state.n_terms."""
+        if self.groups is None:
+            return self.state.df[tids].astype(np.int64)
+        total = np.zeros(len(tids), dtype=np.int64)
+        for g in self.groups:
+            total += self.state.groups[g].lookup(tids)
+        return total
+
+    def average_idf(self) -> float:
+        """rank_bm25's average idf over every term of the visible docs."""
+        st = self.state
+        if self.groups is None:
+            return st.average_idf()
+        key = f"average_idf:{self.groups}"
+        avg = st.cache.get(key)
+        if avg is not None:
+            return avg
+        n = float(self.n_docs)
+        stats = sorted((st.groups[g] for g in self.groups), key=lambda s: len(s.terms))
+        base, others = stats[-1], stats[:-1]
+        # Sum of idf(df) over the base group's terms, one term per distinct df ...
+        values, counts = base.df_histogram()
+        total = float(np.dot(counts, np.log(n - values + 0.5) - np.log(values + 0.5)))
+        n_terms = len(base.terms)
+        if others:
+            # ... then the terms of the other groups: a term the base also holds swaps
+            # its base-only idf for its idf over all of them.
+            tids = np.concatenate([o.terms for o in others])
+            dfs = np.concatenate([o.df.astype(np.int64) for o in others])
+            if len(others) > 1:
+                order = np.argsort(tids, kind="stable")
+                tids, dfs = tids[order], dfs[order]
+                first = np.flatnonzero(np.concatenate(([True], tids[1:] != tids[:-1])))
+                tids, dfs = tids[first], np.add.reduceat(dfs, first)
+            in_base = base.lookup(tids).astype(np.float64)
+            d = in_base + dfs
+            total += float(np.sum(np.log(n - d + 0.5) - np.log(d + 0.5)))
+            shared = in_base[in_base > 0]
+            total -= float(np.sum(np.log(n - shared + 0.5) - np.log(shared + 0.5)))
+            n_terms += len(tids) - len(shared)
+        avg = total / n_terms if n_terms else 0.0
+        st.cache[key] = avg
         return avg
 
 
@@ -217,6 +364,60 @@ def _repeat(values: np.ndarray, counts: np.ndarray, dtype: type[np.integer]) -> 
     # Every step fits dtype because the running sums (the values) do.
     step[out_start[1:]] = np.diff(v)
     return _running_sum(step)
+
+
+def _runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, how many times each) of a sorted array."""
+    if len(sorted_values) == 0:
+        return sorted_values[:0], np.zeros(0, dtype=np.int64)
+    first = np.flatnonzero(np.concatenate(([True], sorted_values[1:] != sorted_values[:-1])))
+    return sorted_values[first], np.diff(np.append(first, len(sorted_values)))
+
+
+def _per_group(
+    groups: np.ndarray, counts: np.ndarray, tids: np.ndarray, lens: np.ndarray
+) -> dict[int, tuple[int, int, np.ndarray, np.ndarray]]:
+    """group -> (docs, tokens, sorted term ids, docs holding each) of some rows, given each
+    row's group, number of forward entries and length, and their forward term ids in row order."""
+    values = _distinct(groups)
+    if len(values) == 0:
+        return {}
+    if len(values) == 1:
+        t, c = _runs(np.sort(tids))
+        return {int(values[0]): (len(groups), int(lens.sum(dtype=np.int64)), t, c)}
+    inv = np.searchsorted(values, groups)
+    bound = int(tids.max()) + 1 if len(tids) else 1
+    # One packed sort gives every (group, term) pair and how many rows hold it.
+    key = _repeat(inv, counts, np.int64)
+    key *= bound
+    key += tids
+    key.sort()
+    keys, docs_holding = _runs(key)
+    del key
+    key_group = keys // bound
+    ends = np.searchsorted(key_group, np.arange(len(values) + 1))
+    n_rows = np.bincount(inv, minlength=len(values))
+    n_tokens = np.zeros(len(values), dtype=np.int64)
+    np.add.at(n_tokens, inv, lens.astype(np.int64))
+    out = {}
+    for j, g in enumerate(values.tolist()):
+        lo, hi = ends[j], ends[j + 1]
+        out[g] = (int(n_rows[j]), int(n_tokens[j]), keys[lo:hi] - j * bound, docs_holding[lo:hi])
+    return out
+
+
+def _apply(
+    groups: dict[int, _GroupStats], deltas: dict[int, tuple[int, int, np.ndarray, np.ndarray]], sign: int
+) -> dict[int, _GroupStats]:
+    """A copy of ``groups`` with ``deltas`` (see _per_group) added (sign 1) or removed (-1)."""
+    out = dict(groups)
+    for g, (n, length, terms, counts) in deltas.items():
+        stats = out.get(g, _NO_GROUP).changed(sign * n, sign * length, terms, sign * counts.astype(np.int64))
+        if stats is None:
+            out.pop(g, None)
+        else:
+            out[g] = stats
+    return out
 
 
 def _uint_dtype(max_value: int) -> type[np.unsignedinteger]:
@@ -430,19 +631,35 @@ class BM25Index:
         segs = self._state.segments
         return len(segs) > self.max_segments or any(self._is_dirty(s) for s in segs)
 
-    def document_frequencies(self, terms: Sequence[str]) -> tuple[int, list[int]]:
-        """(live docs, live docs holding each term) from one snapshot, without touching postings."""
+    def size(self, groups: Collection[int] | None = None) -> int:
+        """Live docs (within ``groups`` when given)."""
+        vis = self._state.visible(groups)
+        return 0 if vis is None else vis.n_docs
+
+    def document_frequencies(
+        self, terms: Sequence[str], groups: Collection[int] | None = None
+    ) -> tuple[int, list[int]]:
+        """(live docs, live docs holding each term), within ``groups`` when given, from one
+        snapshot, without touching postings."""
         st = self._state
-        dfs = []
-        for term in terms:
-            tid = self._vocab.get(term)
-            dfs.append(0 if tid is None or tid >= st.n_terms else int(st.df[tid]))
-        return st.n_docs, dfs
+        vis = st.visible(groups)
+        if vis is None:
+            return 0, [0] * len(terms)
+        tids = [self._vocab.get(term) for term in terms]
+        known = [j for j, tid in enumerate(tids) if tid is not None and tid < st.n_terms]
+        dfs = [0] * len(terms)
+        for j, df in zip(known, vis.df(np.asarray([tids[j] for j in known], dtype=np.int64)).tolist()):
+            dfs[j] = df
+        return vis.n_docs, dfs
+
+    def statistics_bytes(self) -> int:
+        """Retained size of the per-group statistics (part of memory_bytes)."""
+        return sum(g.terms.nbytes + g.df.nbytes + 120 for g in self._state.groups.values())
 
     def memory_bytes(self) -> int:
-        """Approximate retained size: numpy arrays plus the vocabulary."""
+        """Approximate retained size: numpy arrays, per-group statistics and the vocabulary."""
         st = self._state
-        arrays = sum(s.nbytes() for s in st.segments) + st.df.nbytes
+        arrays = sum(s.nbytes() for s in st.segments) + st.df.nbytes + self.statistics_bytes()
         # dict entry (~2 slots + hash) + str object + list slot, per term.
         vocab = sum(49 + len(t) for t in self._vocab.terms) + 8 * len(self._vocab.terms)
         vocab += 3 * 8 * len(self._vocab) * 2
@@ -489,8 +706,14 @@ class BM25Index:
             n_terms = len(self._vocab.terms)
             df = np.zeros(n_terms, dtype=np.int32)
             df[: st.n_terms] = st.df
+            holding = np.diff(seg.post_ptr)
             if len(seg.terms):
-                df[seg.terms] += np.diff(seg.post_ptr).astype(np.int32)
+                df[seg.terms] += holding.astype(np.int32)
+            added_len = int(seg.doc_len.sum(dtype=np.int64))
+            if len(seg.group_values) == 1:  # the usual add: the segment's postings say it all
+                deltas = {int(seg.group_values[0]): (n, added_len, seg.terms, holding)}
+            else:
+                deltas = _per_group(seg.groups, np.diff(seg.fwd_ptr), seg.fwd_tids, seg.doc_len)
             segments = self._auto_merge(list(st.segments) + [seg])
             self._publish(
                 _State(
@@ -498,7 +721,8 @@ class BM25Index:
                     df=df,
                     n_terms=n_terms,
                     n_docs=st.n_docs + n,
-                    total_len=st.total_len + int(seg.doc_len.sum(dtype=np.int64)),
+                    total_len=st.total_len + added_len,
+                    groups=_apply(st.groups, deltas, 1),
                 )
             )
 
@@ -512,6 +736,7 @@ class BM25Index:
             segments: list[_Segment] = []
             df: np.ndarray | None = None
             gone_docs = gone_len = 0
+            gone: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
             for seg in st.segments:
                 pos = seg.locate_live(ids)
                 if len(pos) == 0:
@@ -519,11 +744,13 @@ class BM25Index:
                     continue
                 if df is None:
                     df = st.df.copy()
-                tids = seg.fwd_tids[_ragged_take(seg.fwd_ptr[pos], np.diff(seg.fwd_ptr)[pos])]
+                counts = np.diff(seg.fwd_ptr)[pos]
+                tids = seg.fwd_tids[_ragged_take(seg.fwd_ptr[pos], counts)]
                 # np.subtract.at handles repeated term ids across the removed docs.
                 np.subtract.at(df, tids, 1)
                 gone_docs += len(pos)
                 gone_len += int(seg.doc_len[pos].sum(dtype=np.int64))
+                gone.append((seg.groups[pos], counts, tids, seg.doc_len[pos]))
                 alive = seg.alive.copy()
                 alive[pos] = False
                 alive.flags.writeable = False
@@ -534,6 +761,7 @@ class BM25Index:
                     segments.append(replace(seg, alive=alive, n_live=n_live))
             if df is None:
                 return
+            deltas = _per_group(*(np.concatenate(parts) for parts in zip(*gone)))
             self._publish(
                 _State(
                     segments=tuple(segments),
@@ -541,6 +769,7 @@ class BM25Index:
                     n_terms=st.n_terms,
                     n_docs=st.n_docs - gone_docs,
                     total_len=st.total_len - gone_len,
+                    groups=_apply(st.groups, deltas, -1),
                 )
             )
 
@@ -581,7 +810,9 @@ class BM25Index:
         """All live docs containing a query term (optionally within ``groups``).
 
         Returns ``(doc_ids int64, scores float64)`` in no particular order.
-        Statistics are always those of the whole index, whatever ``groups``.
+        Scores are those of rank_bm25 built over exactly the live docs of
+        ``groups`` (of the whole index when None): docs outside them change
+        nothing.
         """
         return self._match(self._state, query, groups)
 
@@ -810,6 +1041,7 @@ class BM25Index:
         df = np.zeros(n_terms, dtype=np.int64)
         n_docs = total_len = 0
         live_ids: list[np.ndarray] = []
+        live_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         for i in range(int(meta["n_segments"])):
             a = {f: npz[f"s{i}_{f}"] for f in _SEG_FIELDS}
             n = len(a["doc_ids"])
@@ -849,7 +1081,9 @@ class BM25Index:
                 continue
             # Statistics are recomputed rather than trusted, so they can never
             # disagree with the postings they describe.
-            df += np.bincount(a["fwd_tids"][_repeat(alive, counts, np.int8).view(np.bool_)], minlength=n_terms)
+            live_tids = a["fwd_tids"][_repeat(alive, counts, np.int8).view(np.bool_)]
+            df += np.bincount(live_tids, minlength=n_terms)
+            live_rows.append((a["groups"][alive].astype(np.int64), counts[alive], live_tids, a["doc_len"][alive]))
             n_docs += n_live
             total_len += int(a["doc_len"][alive].sum(dtype=np.int64))
             live_ids.append(a["doc_ids"][alive])
@@ -877,6 +1111,10 @@ class BM25Index:
             all_live = np.sort(np.concatenate(live_ids))
             if np.any(all_live[1:] == all_live[:-1]):
                 raise ValueError("a doc id is live in two segments")
+        groups: dict[int, _GroupStats] = {}
+        if live_rows:
+            parts = _per_group(*(np.concatenate(p) for p in zip(*live_rows)))
+            groups = {g: _group_stats(n, length, t, c) for g, (n, length, t, c) in parts.items()}
         self._vocab = vocab
         self._publish(
             _State(
@@ -885,6 +1123,7 @@ class BM25Index:
                 n_terms=n_terms,
                 n_docs=n_docs,
                 total_len=total_len,
+                groups=groups,
             )
         )
 
@@ -894,41 +1133,44 @@ class BM25Index:
         """match(); with ``k``, each segment only contributes its best k (plus ties)."""
         if st.n_docs == 0 or not query:
             return _no_match()
-        gset: np.ndarray | None = None
-        if groups is not None:
-            gset = np.unique(np.fromiter((int(g) for g in groups), dtype=np.int64))
-            if len(gset) == 0:
-                return _no_match()
+        vis = st.visible(groups)
+        if vis is None:
+            return _no_match()
+        gset = np.asarray(vis.groups, dtype=np.int64) if vis.filtered else None
 
         # Resolve terms once; `plan` keeps query order (duplicates included)
         # because rank_bm25 accumulates contributions in that order.
         vocab_get = self._vocab.get
         slot_of: dict[str, int] = {}
+        known: list[int] = []
+        for term in query:
+            if term not in slot_of:
+                tid = vocab_get(term)
+                slot_of[term] = -1 if tid is None or tid >= st.n_terms else len(known)
+                if slot_of[term] >= 0:
+                    known.append(tid)
+        dfs = vis.df(np.asarray(known, dtype=np.int64)).tolist()
+        # Terms no visible doc holds are unknown to rank_bm25 built over the visible
+        # docs: they contribute exactly 0. The rest get slots in first-seen order.
+        slot_of_known: dict[int, int] = {}
         uniq_tids: list[int] = []
         idfs: list[float] = []
-        plan: list[int] = []
-        n_docs = st.n_docs
-        for term in query:
-            slot = slot_of.get(term)
-            if slot is None:
-                tid = vocab_get(term)
-                if tid is None or tid >= st.n_terms or st.df[tid] == 0:
-                    slot = -1  # unknown to a fresh index: contributes exactly 0
-                else:
-                    df = int(st.df[tid])
-                    idf = math.log(n_docs - df + 0.5) - math.log(df + 0.5)
-                    if idf < 0:
-                        idf = self.epsilon * st.average_idf()
-                    slot = len(uniq_tids)
-                    uniq_tids.append(tid)
-                    idfs.append(idf)
-                slot_of[term] = slot
-            if slot >= 0:
-                plan.append(slot)
+        n_docs = vis.n_docs
+        for j, tid in enumerate(known):
+            df = dfs[j]
+            if df == 0:
+                continue
+            idf = math.log(n_docs - df + 0.5) - math.log(df + 0.5)
+            if idf < 0:
+                idf = self.epsilon * vis.average_idf()
+            slot_of_known[j] = len(uniq_tids)
+            uniq_tids.append(tid)
+            idfs.append(idf)
+        plan = [slot_of_known[j] for j in (slot_of[t] for t in query) if j >= 0 and j in slot_of_known]
         if not plan:
             return _no_match()
         q = np.asarray(uniq_tids, dtype=np.int32)
-        avgdl = st.total_len / n_docs
+        avgdl = vis.total_len / n_docs
 
         out_ids: list[np.ndarray] = []
         out_scores: list[np.ndarray] = []
@@ -951,7 +1193,9 @@ class BM25Index:
                 keep = seg.alive[rows]
             if row_filter is not None:
                 g = seg.groups[rows]
-                in_group = g == row_filter[0] if len(row_filter) == 1 else np.isin(g, row_filter)
+                in_group = g == row_filter[0]
+                for other in row_filter[1:]:  # a server's question: two groups
+                    in_group |= g == other
                 keep = in_group if keep is None else keep & in_group
             if keep is not None:
                 rows, scores = rows[keep], scores[keep]

@@ -239,7 +239,7 @@ class Library:
         if not terms:
             return terms, [], 0.0
         retriever = self.retriever
-        return terms, retriever.search(terms, k, scopes), retriever.information(terms)
+        return terms, retriever.search(terms, k, scopes), retriever.information(terms, scopes)
 
     async def _compose(self, hits: list[Hit], information: float, k: int) -> list[Passage]:
         if not hits:

@@ -245,8 +245,9 @@ class Retriever:
         return [Hit(int(i), float(s)) for i, s in zip(ids[order], scores[order])]
 
     def scores(self, terms: Sequence[str], scopes: Collection[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(sentence ids, scores) of every sentence holding a question term, unordered:
-        what search() ranks (evaluations rank all of them)."""
+        """(sentence ids, scores) of every sentence visible from `scopes` holding a question
+        term, unordered: what search() ranks (evaluations rank all of them). Both parts are
+        BM25 over the visible set only: sentences, and paragraphs of the same scopes."""
         ids, scores = self.index.match(terms, scopes)
         if len(ids) == 0 or not self.has_context:
             return ids, scores
@@ -259,12 +260,27 @@ class Retriever:
                 total += PARAGRAPH_WEIGHT * _values_at(p_ids, p_scores, numbers, self._paragraph_count)
         return ids, total
 
-    def information(self, terms: Sequence[str]) -> float:
-        """What a full match of the question is worth: the sum of the idf of its distinct words
-        (a word the library does not hold counts as one found once, the rarest there is). A
-        hit's score over this is its strength: the library's test for "this answers it"."""
+    # A question asked in a server is ranked over exactly the sentences it can see (`scopes`:
+    # the global scope and its own): every statistic below is of that set, so what other
+    # servers store never moves its answers. `scopes` None: the whole library.
+
+    def size(self, scopes: Collection[int] | None = None) -> int:
+        """Sentences visible from `scopes`."""
+        return self.index.size(scopes)
+
+    def document_frequencies(
+        self, terms: Sequence[str], scopes: Collection[int] | None = None
+    ) -> tuple[int, list[int]]:
+        """(sentences visible from `scopes`, how many of them hold each term)."""
+        return self.index.document_frequencies(terms, scopes)
+
+    def information(self, terms: Sequence[str], scopes: Collection[int] | None = None) -> float:
+        """What a full match of the question is worth within `scopes`: the sum of the idf of
+        its distinct words (a word no visible sentence holds counts as one found once, the
+        rarest there is). A hit's score over this is its strength: the library's test for
+        "this answers it"."""
         words = sorted({t for t in terms if not is_answer_type(t)})
-        n, dfs = self.index.document_frequencies(words)
+        n, dfs = self.document_frequencies(words, scopes)
         if not words or n == 0:
             return 0.0
         total = 0.0
