@@ -481,6 +481,24 @@ def test_saved_index_loads_back_and_answers_identically(tmp_path: Path) -> None:
     assert loaded.top_k(["fresh"], 1)[0][0] == 9999
 
 
+@pytest.mark.parametrize("scopes", [[0], [0, GUILD_A]])
+def test_loaded_index_has_the_scope_statistics_of_the_saved_one(tmp_path: Path, scopes: list[int]) -> None:
+    rng = np.random.default_rng(37)
+    docs = zipf_corpus(rng, 400)
+    index = BM25Index()
+    index.add(range(400), docs, [scopes[i % len(scopes)] for i in range(400)])
+    index.remove(range(0, 400, 9))
+    index.save(tmp_path / "idx", "s")
+    loaded = BM25Index.load(tmp_path / "idx", "s")
+    assert loaded is not None
+    terms = ["w0", "w5", "w77", "everywhere", "never-seen-term"]
+    for wanted in ({0}, {GUILD_A}, {0, GUILD_A}):
+        assert loaded.document_frequencies(terms, wanted) == index.document_frequencies(terms, wanted)
+        for _ in range(10):
+            q = random_question(rng) + ["everywhere"]
+            assert loaded.top_k(q, 10, wanted) == index.top_k(q, 10, wanted)
+
+
 def test_load_gives_none_for_missing_stale_or_corrupt_files(tmp_path: Path) -> None:
     index = BM25Index()
     index.add(range(200), zipf_corpus(np.random.default_rng(1), 200))

@@ -1113,8 +1113,13 @@ class BM25Index:
                 raise ValueError("a doc id is live in two segments")
         groups: dict[int, _GroupStats] = {}
         if live_rows:
-            parts = _per_group(*(np.concatenate(p) for p in zip(*live_rows)))
-            groups = {g: _group_stats(n, length, t, c) for g, (n, length, t, c) in parts.items()}
+            row_groups = np.concatenate([r[0] for r in live_rows])
+            if len(_distinct(row_groups)) == 1:  # one group: its df is the whole index's
+                terms = np.flatnonzero(df)
+                groups = {int(row_groups[0]): _group_stats(n_docs, total_len, terms, df[terms])}
+            else:
+                parts = _per_group(row_groups, *(np.concatenate(p) for p in list(zip(*live_rows))[1:]))
+                groups = {g: _group_stats(n, length, t, c) for g, (n, length, t, c) in parts.items()}
         self._vocab = vocab
         self._publish(
             _State(
