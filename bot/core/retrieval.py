@@ -7,7 +7,10 @@ A sentence is scored with its context, every part an exact BM25 over an incremen
           + PARAGRAPH_WEIGHT * BM25(the sentence's paragraph)  its words, all sentences together
 
 Only sentences holding at least one question term are ranked. Headlines (paragraph 0 of an
-article) are ranked on their own words: they are nobody's paragraph context. Parameters and
+article) are ranked on their own words: they are nobody's paragraph context. A question asked
+in a server is ranked over exactly the sentences and paragraphs it can see (its scopes: the
+global one and its own): N, lengths and document frequencies are those of that set alone, so
+no server's articles move another server's answers. Parameters and
 the measurements behind them: docs/answer-quality.md (`python -m bot.eval squad PATH`).
 """
 from __future__ import annotations
