@@ -1146,32 +1146,31 @@ class BM25Index:
         # Resolve terms once; `plan` keeps query order (duplicates included)
         # because rank_bm25 accumulates contributions in that order.
         vocab_get = self._vocab.get
-        slot_of: dict[str, int] = {}
+        known_at: dict[str, int] = {}  # term -> position in `known`, -1 if not in the vocabulary
         known: list[int] = []
         for term in query:
-            if term not in slot_of:
+            if term not in known_at:
                 tid = vocab_get(term)
-                slot_of[term] = -1 if tid is None or tid >= st.n_terms else len(known)
-                if slot_of[term] >= 0:
+                known_at[term] = -1 if tid is None or tid >= st.n_terms else len(known)
+                if known_at[term] >= 0:
                     known.append(tid)
         dfs = vis.df(np.asarray(known, dtype=np.int64)).tolist()
         # Terms no visible doc holds are unknown to rank_bm25 built over the visible
         # docs: they contribute exactly 0. The rest get slots in first-seen order.
-        slot_of_known: dict[int, int] = {}
+        slot_of = [-1] * len(known)
         uniq_tids: list[int] = []
         idfs: list[float] = []
         n_docs = vis.n_docs
-        for j, tid in enumerate(known):
-            df = dfs[j]
+        for j, (tid, df) in enumerate(zip(known, dfs)):
             if df == 0:
                 continue
             idf = math.log(n_docs - df + 0.5) - math.log(df + 0.5)
             if idf < 0:
                 idf = self.epsilon * vis.average_idf()
-            slot_of_known[j] = len(uniq_tids)
+            slot_of[j] = len(uniq_tids)
             uniq_tids.append(tid)
             idfs.append(idf)
-        plan = [slot_of_known[j] for j in (slot_of[t] for t in query) if j >= 0 and j in slot_of_known]
+        plan = [slot_of[j] for j in map(known_at.__getitem__, query) if j >= 0 and slot_of[j] >= 0]
         if not plan:
             return _no_match()
         q = np.asarray(uniq_tids, dtype=np.int32)
