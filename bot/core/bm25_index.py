@@ -1113,13 +1113,26 @@ class BM25Index:
                 raise ValueError("a doc id is live in two segments")
         groups: dict[int, _GroupStats] = {}
         if live_rows:
-            row_groups = np.concatenate([r[0] for r in live_rows])
-            if len(_distinct(row_groups)) == 1:  # one group: its df is the whole index's
-                terms = np.flatnonzero(df)
-                groups = {int(row_groups[0]): _group_stats(n_docs, total_len, terms, df[terms])}
-            else:
-                parts = _per_group(row_groups, *(np.concatenate(p) for p in list(zip(*live_rows))[1:]))
-                groups = {g: _group_stats(n, length, t, c) for g, (n, length, t, c) in parts.items()}
+            row_groups, counts, tids, lens = (np.concatenate(p) for p in zip(*live_rows))
+            # The largest group's statistics are the whole index's less the others': only
+            # the others' (term, group) pairs need sorting.
+            values, sizes = _runs(np.sort(row_groups))
+            largest = int(values[np.argmax(sizes)])
+            rest = row_groups != largest
+            parts = _per_group(
+                row_groups[rest], counts[rest], tids[_repeat(rest, counts, np.int8).view(np.bool_)], lens[rest]
+            )
+            largest_df = df.copy()
+            for g, (n, length, t, c) in parts.items():
+                groups[g] = _group_stats(n, length, t, c)
+                largest_df[t] -= c
+            terms = np.flatnonzero(largest_df)
+            groups[largest] = _group_stats(
+                n_docs - int(np.count_nonzero(rest)),
+                total_len - int(lens[rest].sum(dtype=np.int64)),
+                terms,
+                largest_df[terms],
+            )
         self._vocab = vocab
         self._publish(
             _State(
