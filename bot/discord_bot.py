@@ -19,8 +19,10 @@ from discord.ext import commands
 
 from .app import open_library
 from .core.feedback import Feedback
+from .core.channels import ChannelModes
 from .core.fetch import FetchPolicy, fetch_session
 from .core.library import Library
+from .core.questions import QuestionLog
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ INITIAL_EXTENSIONS: tuple[str, ...] = (
     "bot.cogs.help",
     "bot.cogs.articles",
     "bot.cogs.admin",
+    "bot.cogs.channels",
+    "bot.cogs.stats",
+    "bot.cogs.feeds",
 )
 
 
@@ -84,6 +89,9 @@ class QuoteBot(commands.Bot):
         self.feedback = Feedback(library)
         self.http_session = http_session
         self.fetch_policy = fetch_policy(settings)
+        # Shared by the cogs that answer, set modes and report: one cache, one switch.
+        self.channel_modes = ChannelModes(library.store)
+        self.questions = QuestionLog(library.store, enabled=settings.store_questions)
         self.initial_extensions = tuple(extensions)
 
     async def setup_hook(self) -> None:

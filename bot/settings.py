@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     manager_role_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     answer_channel_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
+    # The question log behind `/article gaps` and `/stats` (question text, when, answered or not;
+    # only in the server where it was asked). False: nothing is stored.
+    store_questions: bool = True
+
     fetch_timeout_seconds: float = Field(default=10.0, gt=0)
     fetch_max_bytes: int = Field(default=2_000_000, ge=1_000)
     fetch_max_redirects: int = Field(default=3, ge=0)

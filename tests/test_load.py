@@ -66,6 +66,7 @@ def fake_ctx(guild_id: int, author_id: int, sink: list[dict]) -> MagicMock:
     """What the `ask` and `article` callbacks use of a Context; every send lands in `sink`."""
     ctx = MagicMock(spec=commands.Context)
     ctx.guild = SimpleNamespace(id=guild_id)
+    ctx.channel = SimpleNamespace(id=guild_id + 1)  # the question log records the channel
     ctx.author = SimpleNamespace(id=author_id, bot=False)
     ctx.interaction = None
     ctx.message = MagicMock()
@@ -166,6 +167,11 @@ async def test_two_hundred_questions_on_three_servers_while_admins_add_and_remov
         if target.scope not in (GLOBAL_SCOPE, q.guild):
             assert target.id not in quoted
     assert served == QUESTIONS
+    # Every question is in its own server's log, with whether it was answered.
+    for guild in GUILDS:
+        asked_here = [q for q in questions if q.guild == guild]
+        logged = await library.store.read("SELECT COUNT(*), SUM(answered) FROM questions WHERE guild_id = ?", (guild,))
+        assert logged == [(len(asked_here), sum(bool(q.quoted_ids()) for q in asked_here))]
     print(f"load: {served} questions served, {answered} answered with quotes, {DYNAMIC_ARTICLES} articles added concurrently")
 
     # Afterwards the database and the index hold exactly the same sentences.

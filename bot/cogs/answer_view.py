@@ -17,6 +17,7 @@ import discord
 
 from bot.core.feedback import AnswerRecord, Page
 
+from .channels import mark_resolved
 from .errors import new_reference, user_message
 from .rendering import answer_reply, context_reply, message_reply
 
@@ -196,6 +197,9 @@ class VoteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"qb:v
         else:
             text = f"Changed: you now mark this answer {word}."
         text += f" ({vote.helpful_count} helpful, {vote.not_helpful_count} not helpful so far.)"
+        # The asker's Helpful resolves their question, as their 👍 on the answer does.
+        if vote.helpful and await mark_resolved(_bot(interaction), interaction.user.id, answer_id=self.answer_id):
+            text += " Your question is marked resolved."
         await _say(interaction, text)
 
 

@@ -40,6 +40,7 @@ from .rendering import (
     removed_reply,
     send_reply,
 )
+from .stats import send_gaps
 
 if TYPE_CHECKING:
     from bot.discord_bot import QuoteBot
@@ -243,6 +244,13 @@ class Articles(commands.Cog):
             )
             for info in found
         ]
+
+    @article.command(name="gaps")
+    @commands.guild_only()
+    @manager_only()
+    async def gaps(self, ctx: commands.Context[QuoteBot]) -> None:
+        """The questions asked here that no article answered, most asked first."""
+        await send_gaps(ctx)
 
 
 async def setup(bot: QuoteBot) -> None:

@@ -1,12 +1,16 @@
 """Asking: `/ask` and `!ask` (one hybrid command), a mention of the bot followed by a question,
-a direct message, optional auto-answer channels, and the message context menu "Ask Quotebot"
-(right-click a message: its text is the question). All of them share one per-user cooldown.
-An answer that quotes something comes with buttons (`answer_view`).
+a direct message, channels where the bot answers unasked, and the message context menu "Ask
+Quotebot" (right-click a message: its text is the question). All of them share one per-user
+cooldown. An answer that quotes something comes with buttons (`answer_view`).
 
 In a server the answer comes from that server's articles and the global ones; in direct
-messages from the global ones only (`Library.ask` restricts by `guild_id`)."""
+messages from the global ones only (`Library.ask` restricts by `guild_id`).
+
+Where the bot answers unasked is each channel's mode (`/channel mode`, `bot.core.channels`):
+`_unasked` decides, `_after_answer` logs the question and remembers who asked."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from types import SimpleNamespace
@@ -16,7 +20,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.answers import QuestionError
+from bot.core.answers import Answer, QuestionError
+from bot.core.channels import ChannelMode, is_confident
+from bot.core.storage import StoreError
 
 from .answer_view import answer_view
 from .rendering import answer_reply, message_reply, send_reply
@@ -52,6 +58,7 @@ class Ask(commands.Cog):
             self._cooldown = commands.CooldownMapping.from_cooldown(
                 settings.ask_cooldown_rate, settings.ask_cooldown_seconds, commands.BucketType.user
             )
+        # Channels answered unasked when their managers set no mode.
         self._answer_channels = frozenset(settings.answer_channel_ids)
         # Context menus cannot be declared inside a cog: made here, added to the tree, removed on unload.
         self._menu = app_commands.ContextMenu(name="Ask Quotebot", callback=self.ask_about_message)
@@ -83,7 +90,8 @@ class Ask(commands.Cog):
             page, answer_id = await self.bot.feedback.ask(
                 question, guild_id=ctx.guild.id if ctx.guild else None, asker_id=ctx.author.id
             )
-        await send_reply(ctx, answer_reply(page.answer), view=answer_view(answer_id, page) if answer_id else None)
+        sent = await send_reply(ctx, answer_reply(page.answer), view=answer_view(answer_id, page) if answer_id else None)
+        await self._after_answer(ctx.guild, ctx.channel, page.answer, answer_id, sent)
 
     async def ask_about_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """"Ask Quotebot" on a message: its text answered as a question, in a reply to it. The
@@ -113,6 +121,7 @@ class Ask(commands.Cog):
         else:
             # No reply there (no permission to post in that channel): answer the asker instead.
             await interaction.followup.send(**reply.kwargs(), **({"view": view} if view else {}), ephemeral=True)
+        await self._after_answer(interaction.guild, message.channel, page.answer, answer_id, sent)
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -122,10 +131,10 @@ class Ask(commands.Cog):
         # A direct message is addressed to the bot, like a mention (and DMs carry content without
         # the Message Content intent).
         in_dm = message.guild is None
-        in_answer_channel = bool(self._answer_channels) and (
-            message.channel.id in self._answer_channels
-            or getattr(message.channel, "parent_id", None) in self._answer_channels
-        )
+        mode = None if in_dm else await self._mode_of(message)
+        if mode is ChannelMode.OFF:
+            return  # not even a mention; commands are processed apart from this listener
+        in_answer_channel = mode is not None and mode.answers_unasked
         if mentioned is None and not in_dm and not in_answer_channel:
             return
         ctx = await self.bot.get_context(message)
@@ -137,12 +146,77 @@ class Ask(commands.Cog):
             return  # an unknown command ("!foo"): not a question
         elif in_dm:
             await self._answer_message(message, message.content, quiet=False)
-        elif looks_like_question(message.content):
-            await self._answer_message(message, message.content, quiet=True)
+        else:
+            assert mode is not None
+            await self._unasked(message, mode)
 
-    async def _answer_message(self, message: discord.Message, question: str, *, quiet: bool) -> None:
-        """Answer a message. `quiet` (auto-answer channels): say nothing unless something answers,
-        so the channel's ordinary conversation is not interrupted."""
+    # --- answering unasked (channel modes) -----------------------------------------------------
+
+    async def _mode_of(self, message: discord.Message) -> ChannelMode:
+        assert message.guild is not None
+        return await self.bot.channel_modes.mode_for(
+            message.guild.id,
+            message.channel.id,
+            getattr(message.channel, "parent_id", None),
+            default_always=self._answer_channels,
+        )
+
+    async def _unasked(self, message: discord.Message, mode: ChannelMode) -> None:
+        """A message in a channel answered unasked (`always` or `confident`). A new forum post
+        is a question by nature: its title and text are asked (then, if that finds nothing, the
+        title alone: chatter around a question dilutes it), and answered in its thread."""
+        confident_only = mode is ChannelMode.CONFIDENT
+        if isinstance(message.channel, discord.Thread) and message.id == message.channel.id:
+            # A forum post's first message has the thread's id.
+            title = message.channel.name
+            question = f"{title}\n{message.content}".strip()
+            limit = self.bot.library.limits.max_question_chars
+            if len(question) > limit:  # a long post is still asked, by its head
+                question = question[:limit].rsplit(None, 1)[0]
+            also = (title,) if question != title else ()
+            await self._answer_message(message, question, quiet=True, confident_only=confident_only, also=also)
+        elif looks_like_question(message.content):
+            await self._answer_message(message, message.content, quiet=True, confident_only=confident_only)
+
+    async def _after_answer(
+        self,
+        guild: discord.Guild | None,
+        channel: discord.abc.Messageable,
+        answer: Answer,
+        answer_id: int | None,
+        sent: discord.Message | None,
+    ) -> None:
+        """Log the question (in a server, if the log is on; `answer_id` None: nothing was quoted)
+        and remember which message showed the answer, so the asker's 👍 can mark it resolved."""
+        if guild is None or not answer.terms:
+            return  # DMs are never logged; "only common words" is chatter, not a gap
+        questions = self.bot.questions
+        try:
+            question_id = await questions.record(
+                guild.id, getattr(channel, "id", None), answer.question, answered=answer_id is not None
+            )
+            if answer_id is not None and sent is not None and isinstance(sent.id, int):
+                await questions.remember_answer(
+                    sent.id, answer_id=answer_id, question_id=question_id, guild_id=guild.id, channel_id=sent.channel.id
+                )
+        except StoreError:
+            # The member has their answer; a busy database costs only this line of the log.
+            log.warning("Could not log a question in server %d", guild.id, exc_info=True)
+
+    async def _answer_message(
+        self,
+        message: discord.Message,
+        question: str,
+        *,
+        quiet: bool,
+        confident_only: bool = False,
+        also: tuple[str, ...] = (),
+    ) -> None:
+        """Answer a message. `quiet` (channels answered unasked): say nothing unless something
+        answers, so the channel's ordinary conversation is not interrupted; `confident_only`:
+        unless the bot is confident of the answer; `also`: other wordings to try if the
+        question's answer is not shown."""
+        keep = is_confident if confident_only else None
         on_cooldown = self._take_ask(message)
         if on_cooldown is not None:
             if not quiet:
@@ -154,17 +228,22 @@ class Ask(commands.Cog):
             return
         guild_id = message.guild.id if message.guild else None
         try:
-            if quiet:  # no "typing…" for chatter that may get no answer
-                page, answer_id = await self.bot.feedback.ask(question, guild_id=guild_id, asker_id=message.author.id)
-            else:
-                async with message.channel.typing():
-                    page, answer_id = await self.bot.feedback.ask(question, guild_id=guild_id, asker_id=message.author.id)
+            for wording in (question, *also):
+                # No "typing…" for chatter that may get no answer.
+                async with contextlib.nullcontext() if quiet else message.channel.typing():
+                    page, answer_id = await self.bot.feedback.ask(
+                        wording, guild_id=guild_id, asker_id=message.author.id, keep=keep
+                    )
+                if answer_id is not None:
+                    break
         except QuestionError as exc:
             if not quiet:
                 await send_reply(message, message_reply(str(exc)))
             return
-        if page.answer.answered or not quiet:
-            await send_reply(message, answer_reply(page.answer), view=answer_view(answer_id, page) if answer_id else None)
+        sent = None
+        if answer_id is not None or not quiet:
+            sent = await send_reply(message, answer_reply(page.answer), view=answer_view(answer_id, page) if answer_id else None)
+        await self._after_answer(message.guild, message.channel, page.answer, answer_id, sent)
 
 
 def _after_mention(content: str, bot_id: int) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
@@ -88,11 +89,13 @@ class Feedback:
 
     # --- answers and pages ------------------------------------------------------------------
 
-    async def ask(self, question: str, *, guild_id: int | None, asker_id: int) -> tuple[Page, int | None]:
-        """Answer a question; (its first page, the record id for its buttons, None if declined).
-        Raises QuestionError like Library.ask."""
+    async def ask(
+        self, question: str, *, guild_id: int | None, asker_id: int, keep: Callable[[Answer], bool] | None = None
+    ) -> tuple[Page, int | None]:
+        """Answer a question; (its first page, the record id for its buttons, None if declined,
+        or if `keep` says this answer will not be shown). Raises QuestionError like Library.ask."""
         page = await self._page(question, guild_id, shown=set())
-        if not page.answer.answered:
+        if not page.answer.answered or (keep is not None and not keep(page.answer)):
             return page, None
         answer_id = await self._record(question, guild_id, asker_id, page.answer.passages)
         return page, answer_id

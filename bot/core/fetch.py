@@ -33,6 +33,11 @@ ALLOWED_SCHEMES = frozenset({"http", "https"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _TEXT_TYPES = frozenset({"text/plain"})
+# RSS and Atom as servers label them (many say plain XML).
+FEED_TYPES = frozenset(
+    {"application/rss+xml", "application/atom+xml", "application/rdf+xml", "application/xml", "text/xml"}
+)
+_FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8"
 _CHUNK = 64 * 1024
 USER_AGENT = "quotebot/0.1 (article import; +https://github.com/)"
 
@@ -54,6 +59,11 @@ class FetchedPage:
     final_url: str
     # A file-like name so the importer picks the right reader ("page.html" or "page.txt").
     name: str
+    # Validators for the next conditional request, and whether the server said "not modified"
+    # to this one (then `data` is empty).
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
 
 
 class BlockedAddress(OSError):
@@ -170,30 +180,49 @@ def check_url(url: str | URL, policy: FetchPolicy) -> URL:
     return parsed
 
 
-async def fetch_page(url: str, policy: FetchPolicy, session: aiohttp.ClientSession | None = None) -> FetchedPage:
-    """Fetch one HTML or plain-text page. Raises ArticleError with a message for the user."""
+async def fetch_page(
+    url: str,
+    policy: FetchPolicy,
+    session: aiohttp.ClientSession | None = None,
+    *,
+    feed: bool = False,
+    etag: str | None = None,
+    last_modified: str | None = None,
+) -> FetchedPage:
+    """Fetch one HTML or plain-text page, or with `feed` an RSS or Atom feed (its bytes as
+    sent: the feed parser reads the XML's own encoding). `etag` / `last_modified` make the
+    request conditional. Raises ArticleError with a message for the user."""
     start = check_url(url, policy)
+    headers: dict[str, str] = {"Accept": _FEED_ACCEPT} if feed else {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
     if session is not None:
         allows_private = _SESSIONS.get(session)
         if allows_private is None or (allows_private and not policy.allow_private):
             raise ValueError("fetch_page needs a session from fetch_session() with the same policy")
-        return await _fetch_with_deadline(start, policy, session)
+        return await _fetch_with_deadline(start, policy, session, headers, feed)
     async with fetch_session(policy) as own:
-        return await _fetch_with_deadline(start, policy, own)
+        return await _fetch_with_deadline(start, policy, own, headers, feed)
 
 
-async def _fetch_with_deadline(url: URL, policy: FetchPolicy, session: aiohttp.ClientSession) -> FetchedPage:
+async def _fetch_with_deadline(
+    url: URL, policy: FetchPolicy, session: aiohttp.ClientSession, headers: dict[str, str], feed: bool
+) -> FetchedPage:
     # One deadline for the whole fetch, redirects included, on top of aiohttp's per-request one.
     try:
-        return await asyncio.wait_for(_follow(url, policy, session), timeout=policy.timeout)
+        return await asyncio.wait_for(_follow(url, policy, session, headers, feed), timeout=policy.timeout)
     except asyncio.TimeoutError:
         raise ArticleError(f"{url.host} did not answer within {policy.timeout:g} seconds.") from None
 
 
-async def _follow(url: URL, policy: FetchPolicy, session: aiohttp.ClientSession) -> FetchedPage:
+async def _follow(
+    url: URL, policy: FetchPolicy, session: aiohttp.ClientSession, headers: dict[str, str], feed: bool
+) -> FetchedPage:
     for _hop in range(policy.max_redirects + 1):
         try:
-            async with session.get(url, allow_redirects=False) as response:
+            async with session.get(url, allow_redirects=False, headers=headers) as response:
                 if response.status in REDIRECT_STATUSES:
                     location = response.headers.get("Location")
                     if not location:
@@ -204,6 +233,8 @@ async def _follow(url: URL, policy: FetchPolicy, session: aiohttp.ClientSession)
                         raise ArticleError(f"{url.host} redirected to an invalid URL.") from None
                     url = check_url(target, policy)
                     continue
+                if feed:
+                    return await _read_feed(response, policy)
                 return await _read(response, policy)
         except ArticleError:
             raise
@@ -236,6 +267,24 @@ async def _read(response: aiohttp.ClientResponse, policy: FetchPolicy) -> Fetche
         name = "page.txt"
     else:
         raise ArticleError(f"That page is {content_type or 'of an unknown type'}; only HTML and plain text can be imported.")
+    data = await _body(response, policy)
+    return FetchedPage(_as_utf8(data, response.charset), content_type, str(response.url), name)
+
+
+async def _read_feed(response: aiohttp.ClientResponse, policy: FetchPolicy) -> FetchedPage:
+    etag, last_modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+    if response.status == 304:
+        return FetchedPage(b"", "", str(response.url), "feed.xml", etag, last_modified, not_modified=True)
+    if response.status != 200:
+        raise ArticleError(f"{response.url.host} answered with HTTP {response.status}.")
+    content_type = response.content_type.lower()
+    if content_type not in FEED_TYPES:
+        raise ArticleError(f"That address is {content_type or 'of an unknown type'}, not an RSS or Atom feed.")
+    data = await _body(response, policy)
+    return FetchedPage(data, content_type, str(response.url), "feed.xml", etag, last_modified)
+
+
+async def _body(response: aiohttp.ClientResponse, policy: FetchPolicy) -> bytes:
     too_big = ArticleError(f"That page is larger than the limit of {policy.max_bytes:,} bytes.")
     if response.content_length is not None and response.content_length > policy.max_bytes:
         raise too_big
@@ -247,8 +296,7 @@ async def _read(response: aiohttp.ClientResponse, policy: FetchPolicy) -> Fetche
         if size > policy.max_bytes:
             raise too_big
         chunks.append(chunk)
-    data = b"".join(chunks)
-    return FetchedPage(_as_utf8(data, response.charset), content_type, str(response.url), name)
+    return b"".join(chunks)
 
 
 def _as_utf8(data: bytes, charset: str | None) -> bytes:

@@ -90,6 +90,70 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (answer_id, user_id)
     );
     """,
+    # Where the bot speaks, what members asked (the question log, only in the server asked in),
+    # which message showed which answer (so the asker's 👍 resolves it), and followed feeds.
+    """
+    CREATE TABLE channel_modes (
+        channel_id INTEGER PRIMARY KEY,
+        guild_id INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        set_by TEXT,
+        set_at TEXT NOT NULL
+    );
+    CREATE INDEX channel_modes_guild ON channel_modes (guild_id);
+    CREATE TABLE questions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER,
+        question TEXT NOT NULL,
+        normalised TEXT NOT NULL,
+        asked_at TEXT NOT NULL,
+        answered INTEGER NOT NULL
+    );
+    CREATE INDEX questions_guild_asked ON questions (guild_id, asked_at);
+    CREATE TABLE answer_messages (
+        message_id INTEGER PRIMARY KEY,
+        answer_id INTEGER NOT NULL REFERENCES answer_records (id) ON DELETE CASCADE,
+        question_id INTEGER REFERENCES questions (id) ON DELETE SET NULL,
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        answered_at TEXT NOT NULL,
+        resolved_at TEXT
+    );
+    CREATE INDEX answer_messages_guild ON answer_messages (guild_id, answered_at);
+    CREATE INDEX answer_messages_answer ON answer_messages (answer_id);
+    CREATE TABLE feeds (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        title TEXT,
+        every_minutes INTEGER NOT NULL,
+        channel_id INTEGER,
+        added_by TEXT,
+        added_at TEXT NOT NULL,
+        etag TEXT,
+        last_modified TEXT,
+        last_poll TEXT,
+        next_poll TEXT NOT NULL,
+        items_added INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        paused INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (guild_id, url)
+    );
+    CREATE TABLE feed_items (
+        feed_id INTEGER NOT NULL REFERENCES feeds (id) ON DELETE CASCADE,
+        guild_id INTEGER NOT NULL,
+        link TEXT NOT NULL,
+        article_id INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        done INTEGER NOT NULL DEFAULT 0,
+        seen_at TEXT NOT NULL,
+        PRIMARY KEY (feed_id, link)
+    );
+    CREATE INDEX feed_items_guild_link ON feed_items (guild_id, link);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -320,6 +384,20 @@ class ArticleStore:
             await self._writer.execute("ROLLBACK")
         except sqlite3.Error:
             log.warning("Rollback failed", exc_info=True)
+
+    async def write(self, *statements: tuple[str, Sequence[object]]) -> list[tuple[int | None, int]]:
+        """Small writes of the modules beside the articles (question log, channel modes, feeds):
+        the statements in one transaction; per statement (lastrowid, rowcount)."""
+        done: list[tuple[int | None, int]] = []
+        async with self._write_transaction():
+            for sql, args in statements:
+                cur = await self._writer.execute(sql, args)
+                done.append((cur.lastrowid, cur.rowcount))
+        return done
+
+    async def read(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
+        """A read for the modules beside the articles; sees everything committed before it."""
+        return await self._fetch(sql, args)
 
     # --- reads ------------------------------------------------------------------------------
 
