@@ -84,6 +84,7 @@ async def start_fake_discord(settings: Settings, library: Library) -> FakeDiscor
     # After dpytest.configure: it replaces the connection state, which holds what extensions
     # register there (the answer buttons' dynamic items).
     dpytest.configure(bot, guilds=["Server A", "Server B"], text_channels=1, voice_channels=0, members=["admin", "member"])
+    _reaction_payloads_of_today()
     for extension in INITIAL_EXTENSIONS:
         await bot.load_extension(extension)
     config = dpytest.get_config()
@@ -100,6 +101,14 @@ async def start_fake_discord(settings: Settings, library: Library) -> FakeDiscor
         role = dpytest_backend.make_role("Admins", guild, permissions=discord.Permissions(manage_guild=True).value)
         await dpytest.add_role(admin, role)
     return FakeDiscord(bot, guild_a, guild_b, channel_a, channel_b, admin_a, member_a, admin_b, member_b)
+
+
+def _reaction_payloads_of_today() -> None:
+    """dpytest 0.7 builds MESSAGE_REACTION_ADD without the `type` field today's gateway sends
+    (and discord.py 2.7 reads): add it, as Discord does (0, a normal reaction)."""
+    state = dpytest_backend.get_state()
+    parse = state.parse_message_reaction_add
+    state.parse_message_reaction_add = lambda data: parse({"type": 0, "burst": False, **data})
 
 
 @pytest_asyncio.fixture

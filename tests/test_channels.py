@@ -16,6 +16,9 @@ from bot.cogs.checks import NotManager
 from bot.core.channels import ChannelMode, ChannelModes, answer_confidence, is_confident
 from bot.core.library import Library
 
+from test_discord_answers import Gateway, custom_ids, message_dict
+from test_discord_bot import record_sends
+
 from conftest import SEED_ARTICLE, FakeDiscord, make_settings, mock_interaction, said, slash_context, start_fake_discord
 
 QUESTION = "who released the footage?"
@@ -252,18 +255,7 @@ async def test_forum_in_confident_mode_keeps_unsure_answers_back(fake: FakeDisco
 # --- resolving ---------------------------------------------------------------------------------
 
 
-def reaction_payloads_of_today(monkeypatch: pytest.MonkeyPatch) -> None:
-    """dpytest 0.7 builds MESSAGE_REACTION_ADD without the `type` field today's gateway sends
-    (and discord.py 2.7 reads): add it, as Discord does (0, a normal reaction)."""
-    state = dpytest_backend.get_state()
-    parse = state.parse_message_reaction_add
-    monkeypatch.setattr(state, "parse_message_reaction_add", lambda data: parse({"type": 0, "burst": False, **data}))
-
-
-async def test_the_askers_thumbs_up_marks_the_answer_resolved(
-    fake: FakeDiscord, library: Library, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reaction_payloads_of_today(monkeypatch)
+async def test_the_askers_thumbs_up_marks_the_answer_resolved(fake: FakeDiscord, library: Library) -> None:
     await add_seed(fake)
     await set_mode(fake, "always")
     [answer] = await replies_to(QUESTION, fake.channel_a, fake.member_a)
@@ -272,21 +264,37 @@ async def test_the_askers_thumbs_up_marks_the_answer_resolved(
     assert not any(str(r.emoji) == RESOLVED_EMOJI for r in answer.reactions)
     await dpytest.add_reaction(fake.member_a, answer, "👍")
     assert any(str(r.emoji) == RESOLVED_EMOJI and r.me for r in answer.reactions)
-    record = await fake.bot.questions.answer(answer.id)
+    record = await fake.bot.questions.answer_message(message_id=answer.id)
     assert record is not None and record.asker_id == fake.member_a.id and record.resolved_at is not None
     # The same function serves a button: a second time it reports nothing new.
-    assert not await mark_resolved(fake.bot, answer.channel.id, answer.id, fake.member_a.id)
+    assert not await mark_resolved(fake.bot, fake.member_a.id, message_id=answer.id)
 
 
-async def test_resolving_works_without_the_question_log(
-    tmp_path: Path, library: Library, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_askers_helpful_button_resolves_too(fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(fake, monkeypatch)
+    sends = record_sends(monkeypatch)
+    await add_seed(fake)
+    [answer] = await replies_to(f"!ask {QUESTION}", fake.channel_a, fake.member_a)
+    components = sends[-1]["components"]
+    message = message_dict(answer, components)
+    vote = next(c for c in custom_ids(components) if c.startswith("qb:vote:") and c.endswith(":up"))
+
+    (other,) = await gateway.click(fake.admin_a, message, vote)  # someone else's Helpful: a vote only
+    assert "resolved" not in other.text
+    assert not any(str(r.emoji) == RESOLVED_EMOJI for r in answer.reactions)
+    (asker,) = await gateway.click(fake.member_a, message, vote)
+    assert asker.text.endswith("Your question is marked resolved.")
+    assert any(str(r.emoji) == RESOLVED_EMOJI and r.me for r in answer.reactions)
+    error, sent = await said("!stats", fake.channel_a, fake.admin_a)
+    assert sent[0].embeds[0].fields[0].value.endswith("resolved **1** · helpful **2** · not helpful **0**")
+
+
+async def test_resolving_works_without_the_question_log(tmp_path: Path, library: Library) -> None:
     world = await start_fake_discord(make_settings(tmp_path, store_questions=False), library)
-    reaction_payloads_of_today(monkeypatch)
     try:
         await library.add_bytes(SEED_ARTICLE.read_bytes(), "seed.txt", scope=world.guild_a.id, added_by="1")
         [answer] = await replies_to(f"!ask {QUESTION}", world.channel_a, world.member_a)
-        assert await mark_resolved(world.bot, answer.channel.id, answer.id, world.member_a.id)
+        assert await mark_resolved(world.bot, world.member_a.id, message_id=answer.id)
         assert await library.store.read("SELECT COUNT(*) FROM questions") == [(0,)]
     finally:
         await dpytest.empty_queue()

@@ -78,6 +78,28 @@ async def test_gaps_list_unanswered_questions_most_asked_first(fake: FakeDiscord
     assert isinstance(error, NotManager)
 
 
+async def test_answers_voted_not_helpful_are_gaps_too(fake: FakeDiscord, library: Library) -> None:
+    await add_seed(fake)
+    for _ in range(2):
+        await ask(fake, QUESTION)
+    await ask(fake, "what is the boiling point of tungsten?")
+    first, second = await library.store.read("SELECT answer_id FROM answer_messages ORDER BY answered_at, message_id")
+    feedback = fake.bot.feedback
+    # The first answer: two members found it not helpful, one helpful. The second: helpful.
+    await feedback.vote(first[0], fake.member_a.id, False)
+    await feedback.vote(first[0], fake.member_b.id, False)
+    await feedback.vote(first[0], fake.admin_a.id, True)
+    await feedback.vote(second[0], fake.member_a.id, True)
+
+    error, sent = await said("!article gaps", fake.channel_a, fake.admin_a)
+    rows = sent[0].embeds[0].description.splitlines()
+    assert len(rows) == 2
+    assert rows[0].startswith("**1×** what is the boiling point of tungsten?")
+    assert rows[1].startswith(f"**1×** {QUESTION}") and rows[1].endswith("(1 answered, voted not helpful)")
+    error, sent = await said("!stats", fake.channel_a, fake.admin_a)
+    assert sent[0].embeds[0].fields[0].value.endswith("helpful **2** · not helpful **2**")
+
+
 async def test_gap_questions_are_shown_without_pinging_or_formatting(fake: FakeDiscord) -> None:
     await ask(fake, "why did @everyone get the **ferry** times <@&123456789012345678>?")
     error, sent = await said("!article gaps", fake.channel_a, fake.admin_a)
@@ -100,8 +122,9 @@ async def test_stats_count_the_last_7_and_30_days(fake: FakeDiscord, library: Li
     error, sent = await said("!stats", fake.channel_a, fake.admin_a)
     assert error is None
     fields = {f.name: f.value for f in sent[0].embeds[0].fields}
-    assert fields["Last 7 days"] == "asked **3** · answered **2** · declined **1** · resolved **0**"
-    assert fields["Last 30 days"] == "asked **5** · answered **3** · declined **2** · resolved **0**"
+    votes = "helpful **0** · not helpful **0**"
+    assert fields["Last 7 days"] == f"asked **3** · answered **2** · declined **1** · resolved **0** · {votes}"
+    assert fields["Last 30 days"] == f"asked **5** · answered **3** · declined **2** · resolved **0** · {votes}"
 
     # The slash path: deferred, then the same numbers.
     command = fake.bot.get_command("stats")
@@ -117,9 +140,9 @@ async def test_stats_count_the_last_7_and_30_days(fake: FakeDiscord, library: Li
 async def test_stats_count_resolved_answers(fake: FakeDiscord, library: Library) -> None:
     await add_seed(fake)
     error, sent = await said(f"!ask {QUESTION}", fake.channel_a, fake.member_a)
-    assert await fake.bot.questions.resolve(sent[0].id, fake.member_a.id)
+    assert await fake.bot.questions.resolve(fake.member_a.id, message_id=sent[0].id)
     error, sent = await said("!stats", fake.channel_a, fake.admin_a)
-    assert sent[0].embeds[0].fields[0].value.endswith("resolved **1**")
+    assert sent[0].embeds[0].fields[0].value.endswith("resolved **1** · helpful **0** · not helpful **0**")
 
 
 async def test_with_the_log_off_nothing_is_stored(tmp_path: Path, library: Library) -> None:
