@@ -471,7 +471,10 @@ async def test_help_is_one_card_for_members_and_managers(fake: FakeDiscord) -> N
     reply = await say("!help", fake.member_a)
     assert len(reply.embeds) == 1
     card = text_of(reply)
-    for expected in ("!ask who released the footage?", "Ask Quotebot", "More", "Context", "Helpful", "!article search"):
+    for expected in (
+        "!ask who released the footage?", "Ask Quotebot", "More", "Context", "Helpful", "!article search",
+        "!channel mode", "!feed add", "!article gaps", "!stats", "marks it resolved",
+    ):
         assert expected in card
     assert reply.embeds[0].footer.text is None  # not a manager
     assert_within_limits(reply)

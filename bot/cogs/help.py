@@ -39,7 +39,8 @@ def help_reply(prefix: str, *, manager: bool) -> Reply:
         value=(
             "**More**: the next passages for the same question · **Context**: the quote with the "
             "sentences around it (only you see it) · **Helpful / Not helpful**: your vote, one per "
-            "answer, which you can change"
+            "answer, which you can change. Asked it yourself? Your Helpful (or a 👍 on the answer) "
+            "marks it resolved ✅"
         ),
         inline=False,
     )
@@ -49,6 +50,9 @@ def help_reply(prefix: str, *, manager: bool) -> Reply:
             f"• `{p}article add` pasted text, an attached .txt/.md/.html/.jsonl file, or a url\n"
             f"• `{p}article list [page]` · `{p}article show ID` · `{p}article search WORDS` (titles)\n"
             f"• `{p}article remove ID`: it stops answering at once\n"
+            f"• `{p}channel mode always|confident|mention|off`: where I answer unasked\n"
+            f"• `{p}feed add URL [every]` · `{p}feed list` · `{p}feed remove ID`: RSS/Atom feeds become articles\n"
+            f"• `{p}article gaps`: questions I could not answer · `{p}stats`: the last 7 and 30 days\n"
             "Articles added here answer only here; articles marked *global* ship with the bot, "
             "answer everywhere, and only the bot owner can remove them."
         ),
