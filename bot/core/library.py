@@ -6,10 +6,11 @@ Every skin (console, command line, Discord, benchmarks) talks to this class. CPU
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, Dup
 from .importers import Metadata, ParsedItem, jsonl_pieces, parse_bytes, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
-from .storage import ArticleStore, IndexRow, StoreError, StoredSentence, paragraph_key
+from .storage import CHANGE_LOG_RETENTION_SECONDS, ArticleStore, Change, IndexRow, StoreError, StoredSentence, paragraph_key
 from .tokens import TOKENIZER_VERSION, normalise, tokenize
 
 if TYPE_CHECKING:
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 BULK_BATCH = 500
 INDEX_SLICE = 500  # sentences per index update in a bulk import
 PARSE_PIECE_BYTES = 1 << 20  # JSON Lines files larger than this are parsed in worker processes
+# How often a library looks for changes other processes made (a command-line import beside
+# the running bot); each look is one read of the generation counter.
+POLL_SECONDS = 0.5
+# A question waits at most this long for other processes' changes being applied, then is
+# answered from what the index holds (a large import elsewhere can take longer to apply).
+ASK_WAITS_FOR_OTHERS_SECONDS = 1.0
 
 IMPORTABLE_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".jsonl"}
 
@@ -80,12 +87,21 @@ class Library:
         self.limits = limits
         self.top_k = top_k
         self._cache_path = _cache_path(store.path)
-        self._saved_stamp: str | None = None
+        self._saved_stamp: int | None = None
         self._compaction: asyncio.Task[None] | None = None
-        # Held from a change's store write to its index update, and while the cache is saved:
-        # the generation a cache is labelled with is then exactly what the index holds.
+        # Every change up to this generation is in the index (some later ones may be too: see
+        # _own). A cache is stamped with it, never with the database's generation, which may
+        # include another process's changes this index lacks.
+        self._generation = 0
+        # Generations past _generation that this process wrote and indexed itself; the change
+        # log is read from _generation on and skips them.
+        self._own: set[int] = set()
+        # Held from a change's store write to its index update, while the change log is
+        # applied, and while the cache is saved.
         self._change_lock = asyncio.Lock()
-        self._index_behind = False
+        self._sync: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._local_writes = 0  # this process's writes under way: a question does not wait for them
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -110,7 +126,9 @@ class Library:
             if corpus_dir is not None and await store.generation() == 0 and corpus_dir.is_dir():
                 summary = await library.import_paths([corpus_dir], scope=GLOBAL_SCOPE, added_by="corpus")
                 log.info("Imported the shipped corpus: %s", summary.line())
-                # The import indexed every article as it stored it: nothing to load or rebuild.
+                # The import indexed every article as it stored it; another process starting at
+                # the same moment may have stored them first (here: duplicates), hence the sync.
+                await library._apply_change_log()
                 await library.save_index()
             else:
                 await library._load_index()
@@ -118,11 +136,21 @@ class Library:
         except BaseException:
             await store.close()
             raise
+        library._watcher = asyncio.get_running_loop().create_task(library._watch())
         return library
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._compaction is not None:
             await self._compaction
+        try:
+            await self.refresh(wait=None)  # what other processes changed goes into the saved cache too
+        except StoreError:
+            log.warning("Could not read the change log before saving the index cache", exc_info=True)
         await self.save_index()
         await self.store.close()
 
@@ -149,22 +177,34 @@ class Library:
             self._compaction = None
 
     async def _load_index(self) -> None:
-        stamp = str(await self.store.generation())
+        current = await self.store.generation()
         found = None
         if self._cache_path is not None:
             found = await asyncio.to_thread(Retriever.load, self._cache_path)
         if found is not None:
-            retriever, cached = found
-            if cached == stamp and not (len(retriever) == 0 and await self.store.count_articles() > 0):
-                self.retriever = retriever
-                self._saved_stamp = stamp
+            retriever, stamp = found
+            cached = int(stamp) if stamp.isdigit() else -1
+            if cached == current and not (len(retriever) == 0 and await self.store.count_articles() > 0):
+                self.retriever, self._generation, self._saved_stamp = retriever, cached, cached
                 log.info("Loaded the index of %d sentences from %s", len(retriever), self._cache_path)
                 return
-            if cached != stamp and await self._catch_up(retriever, int(cached)):
-                self.retriever = retriever
-                log.info("Loaded the index from %s and caught up from generation %s to %s", self._cache_path, cached, stamp)
-                await self.save_index()
-                return
+            if 0 <= cached < current:
+                self.retriever, self._generation = retriever, cached
+                if await self._apply_change_log(rebuild=False):
+                    log.info(
+                        "Loaded the index from %s and caught up from generation %s to %s",
+                        self._cache_path, cached, self._generation,
+                    )
+                    await self.save_index()
+                    return
+        await self._rebuild()
+        await self.save_index()
+
+    async def _rebuild(self) -> None:
+        """A new index from every stored sentence. The database may change while it is read
+        (other processes): the rows read after the generation was taken are applied again
+        from the change log, which is harmless (applying a change twice changes nothing)."""
+        generation = await self.store.generation()
         retriever = Retriever()
         async for rows in self.store.iter_index_rows():
             await asyncio.to_thread(retriever.add, rows)
@@ -173,47 +213,127 @@ class Library:
             _freeze_heap()
         # One segment per batch read would make every question visit dozens of them.
         await asyncio.to_thread(retriever.compact, True)
-        self.retriever = retriever
+        async with self._change_lock:
+            # This process's own changes meanwhile went into the old index: the log brings them.
+            self.retriever, self._generation, self._own = retriever, generation, set()
         log.info("Built the index of %d sentences", len(retriever))
-        await self.save_index()
+        await self._apply_change_log(rebuild=False)
 
-    async def _catch_up(self, retriever: Retriever, generation: int) -> bool:
-        """Bring a cache saved at `generation` up to the database with the change log (after a
-        crash the cache is a few changes behind; rebuilding a large library takes far longer).
-        False if the log does not cover it."""
-        changes = await self.store.changes_since(generation)
-        if changes is None:
-            return False
-        removed, added = changes
-        rows = await self.store.index_rows_of(added)
+    # --- other processes' changes ---------------------------------------------------------------
+
+    async def refresh(self, *, wait: float | None = ASK_WAITS_FOR_OTHERS_SECONDS) -> None:
+        """Bring the index up to the database if another process changed it: one read of the
+        generation when nothing changed. Waits `wait` seconds at most (None: until done) for
+        the changes to be applied; they go on being applied after that."""
+        if await self.store.generation() == self._generation:
+            return
+        if self._sync is None:
+            self._sync = asyncio.get_running_loop().create_task(self._apply_change_log())
+            self._sync.add_done_callback(self._sync_done)
+        task = self._sync
+        if wait is None:
+            await asyncio.shield(task)
+        elif not self._local_writes:  # else the log waits for this process's import, and so would the question
+            await asyncio.wait([task], timeout=wait)
+
+    def _sync_done(self, task: asyncio.Task[None]) -> None:
+        self._sync = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("Applying the change log failed; retried at the next look", exc_info=task.exception())
+
+    async def _watch(self) -> None:
+        """Look for other processes' changes every POLL_SECONDS, for as long as the library is open."""
+        failing = False
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                await self.refresh(wait=None)
+                failing = False
+            except Exception:  # the database stays the truth: the next look tries again
+                if not failing:
+                    log.warning("Could not read the library's change log", exc_info=True)
+                failing = True
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[int | None]:
+        """Hold the change lock for one store write and its index update; yields the store's
+        last generation before it (see _written)."""
+        self._local_writes += 1
         try:
-            # Removed first: a reused sentence id is then free for its new sentence.
-            await asyncio.to_thread(retriever.remove, removed | {r.sentence_id for r in rows})
-            await asyncio.to_thread(retriever.add, rows)
+            async with self._change_lock:
+                yield self.store.last_generation
+        finally:
+            self._local_writes -= 1
+
+    async def _apply_change_log(self, *, rebuild: bool = True) -> bool:
+        """Apply every logged change after self._generation that this process did not make
+        itself. False when the log does not cover them (it was trimmed, or a change such as
+        re-tokenising is not logged); with `rebuild`, the index is then rebuilt instead."""
+        async with self._change_lock:
+            found = await self.store.read_changes(self._generation)
+            if found is not None:
+                theirs = [c for c in found.changes if c.generation not in self._own]
+                applied = await self._apply(theirs)
+                if applied:
+                    self._generation = found.generation
+                    self._own = {g for g in self._own if g > found.generation}
+                    if theirs:
+                        log.debug("Applied %d change(s) made elsewhere, up to generation %d", len(theirs), found.generation)
+                        self._after_change()
+                    return True
+        if rebuild:
+            log.info("The change log does not cover this index; rebuilding it")
+            await self._rebuild()
+        return False
+
+    async def _apply(self, changes: Sequence[Change]) -> bool:
+        """Put logged changes into the index. Applying one twice changes nothing: an added
+        article's sentences are removed before they are added. False if the index rejects them."""
+        if not changes:
+            return True
+        removed = {i for c in changes if c.removed for i in c.removed}
+        rows = await self.store.index_rows_of(c.article_id for c in changes if c.removed is None)
+        try:
+            await asyncio.to_thread(self._replace_rows, removed | {r.sentence_id for r in rows}, rows)
         except ValueError:
-            log.warning("The index cache does not fit the change log, rebuilding", exc_info=True)
+            log.warning("The index does not fit the change log", exc_info=True)
             return False
         return True
 
+    def _replace_rows(self, removed: set[int], rows: Sequence[IndexRow]) -> None:
+        self.retriever.remove(removed)
+        for start in range(0, len(rows), INDEX_SLICE):  # slices: one add holds the GIL for its length
+            self.retriever.add(rows[start : start + INDEX_SLICE])
+
+    def _written(self, before: int | None) -> None:
+        """This process's store write (if it made one since `before`) is in the index. Not
+        called when the index update was cut short (cancelled, failed): the change log then
+        applies that change again, and no cache is stamped past it."""
+        generation = self.store.last_generation
+        if generation is None or generation == before:
+            return
+        self._own.add(generation)
+        while self._generation + 1 in self._own:
+            self._generation += 1
+            self._own.discard(self._generation)
+
     async def save_index(self) -> None:
-        if self._cache_path is None:
+        if self._cache_path is None or self.store.read_only:
             return
         async with self._change_lock:
-            if self._index_behind:
-                log.warning("Not saving the index cache: a change was interrupted; the next start catches up")
-                return
-            stamp = str(await self.store.generation())
+            stamp = self._generation
             if stamp == self._saved_stamp:
                 return
             try:
-                await asyncio.to_thread(self.retriever.save, self._cache_path, stamp)
+                await asyncio.to_thread(self.retriever.save, self._cache_path, str(stamp))
             except OSError:
                 # The cache is an optimisation: the database stays the truth.
                 log.warning("Could not write the index cache %s", self._cache_path, exc_info=True)
                 return
         self._saved_stamp = stamp
         try:
-            await self.store.forget_changes(int(stamp))
+            # Only entries older than the retention window: other processes read the log too.
+            await self.store.forget_changes(stamp, older_than=CHANGE_LOG_RETENTION_SECONDS)
         except StoreError:
             log.warning("Could not trim the change log; it is trimmed at the next save", exc_info=True)
 
@@ -226,6 +346,7 @@ class Library:
         if len(question) > self.limits.max_question_chars:
             raise QuestionError(f"That question is too long ({len(question)} characters; the limit is {self.limits.max_question_chars}).")
         k = top_k or self.top_k
+        await self.refresh()
         # One trip to a worker thread for all the CPU work: every hop costs a wake-up.
         terms, hits, information = await asyncio.to_thread(self._rank, question, max(30, k * 10), scopes_for(guild_id))
         if not terms:
@@ -427,7 +548,7 @@ class Library:
             scope = item.scope if preserve_scope and item.scope is not None else default_scope
             by_scope.setdefault(scope, []).append((item, recs))
         for scope, batch in by_scope.items():
-            async with self._change_lock:
+            async with self._writing() as before:
                 room = max(await self._room(scope), 0)
                 for item, _ in batch[room:]:
                     summary.failed.append((item.where, f"This server already has {self.limits.max_articles_per_scope:,} articles, the limit."))
@@ -444,23 +565,14 @@ class Library:
                         article_id, ids = result
                         stored.append((article_id, ids, recs))
                         added_ids.append((article_id, len(recs)))
-                await self._indexed(asyncio.to_thread(self._index_stored, scope, stored))
+                await asyncio.to_thread(self._index_stored, scope, stored)
+                self._written(before)
             self._after_change()
             _freeze_heap()
             infos = await self.store.articles_by_ids(a for a, _ in added_ids)
             summary.added.extend(Added(infos[a], n) for a, n in added_ids)
         if progress:
             progress(len(items))
-
-    async def _indexed(self, work: Awaitable[None]) -> None:
-        """Await the index side of a change the store has committed. If that is interrupted
-        (cancelled, failed), the index may lack the change: no cache is saved from then on, so
-        the next start catches up from the change log instead of trusting this index."""
-        try:
-            await work
-        except BaseException:
-            self._index_behind = True
-            raise
 
     def _index_stored(self, scope: int, stored: Sequence[tuple[int, Sequence[int], Sequence[SentenceRecord]]]) -> None:
         """Index stored articles (article id, sentence ids, records); runs in a worker thread
@@ -475,9 +587,10 @@ class Library:
         info = await self.store.get_article(article_id)
         if info is None or (scopes is not None and info.scope not in scopes):
             raise ArticleError(f"No article {article_id} here.")
-        async with self._change_lock:
+        async with self._writing() as before:
             ids = await self.store.remove_article(article_id)
-            await self._indexed(asyncio.to_thread(self.retriever.remove, ids))
+            await asyncio.to_thread(self.retriever.remove, ids)
+            self._written(before)
         self._after_change()
         return info
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .bm25_index import BM25Index
-from .storage import IndexRow, paragraph_key
+from .storage import IndexRow
 from .tokens import TOKENIZER_VERSION, is_answer_type, words_of
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ _SCORING = (
     f"s{SENTENCE_K1}/{SENTENCE_B} p{PARAGRAPH_K1}/{PARAGRAPH_B}x{PARAGRAPH_WEIGHT}"
     f" t{TOKENIZER_VERSION}"
 )
-_ARTICLE_STRIDE = paragraph_key(1, 0) - paragraph_key(0, 0)
 _EMPTY_IDS = np.zeros(0, dtype=np.int64)
 _EMPTY_SCORES = np.zeros(0, dtype=np.float64)
 
@@ -58,9 +57,9 @@ class Hit:
     score: float
 
 
-def is_headline_key(key: int) -> bool:
+def is_headline_key(key: tuple[int, int]) -> bool:
     """Paragraph 0 of an article is its headline (see sentences.article_sentences)."""
-    return key % _ARTICLE_STRIDE == 0
+    return key[1] == 0
 
 
 class _SentenceMap:
@@ -154,7 +153,7 @@ class Retriever:
         self._paragraph_count = 0
         # The paragraphs of the latest add(): paragraph key -> (number, words). A paragraph
         # cut across two add() calls (a rebuild reads the database in batches) is joined.
-        self._tail: dict[int, tuple[int, list[str]]] = {}
+        self._tail: dict[tuple[int, int], tuple[int, list[str]]] = {}
         self._lock = threading.Lock()
         # An index built elsewhere comes without its context: it is ranked on sentences alone.
         self.has_context = fresh or len(self.index) == 0
@@ -186,8 +185,8 @@ class Retriever:
             self.index.add(ids, [r.tokens for r in rows], scopes)  # raises on a known id: nothing changed
             if not self.has_context:
                 return
-            tail: dict[int, tuple[int, list[str]]] = {}
-            doc_scope: dict[int, int] = {}
+            tail: dict[tuple[int, int], tuple[int, list[str]]] = {}
+            doc_scope: dict[tuple[int, int], int] = {}
             numbers = np.full(len(rows), -1, dtype=np.int32)
             for n, r in enumerate(rows):
                 key = r.paragraph_key

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,8 +23,53 @@ from .articles import ArticleDraft, ArticleInfo, DuplicateArticle, SentenceRecor
 
 log = logging.getLogger(__name__)
 
+
+
+async def _never_reuse_ids(conn: aiosqlite.Connection) -> None:
+    """Rebuild `articles` and `sentences` with AUTOINCREMENT (SQLite cannot add it in place),
+    from their own stored definitions, so columns and indexes added by other migrations stay.
+    Foreign keys are off while migrating (see _migrate): dropping the old tables cascades
+    nothing, and references to `articles` resolve to the rebuilt table."""
+    rebuilt: list[tuple[str, list[str]]] = []
+    for table in ("articles", "sentences"):
+        rows = await conn.execute_fetchall(
+            "SELECT type, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL", (table,)
+        )
+        create = next(sql for kind, sql in rows if kind == "table")
+        extras = [sql for kind, sql in rows if kind in ("index", "trigger")]
+        new_sql, found = re.subn(
+            r"^(\s*CREATE TABLE )" + table + r"(\s*\(\s*id INTEGER PRIMARY KEY)\b",
+            r"\g<1>" + table + r"_new\g<2> AUTOINCREMENT",
+            create,
+            count=1,
+        )
+        if not found:
+            raise StoreError(f"Unexpected definition of table {table}; cannot migrate")
+        await conn.execute(new_sql)
+        await conn.execute(f"INSERT INTO {table}_new SELECT * FROM {table}")
+        rebuilt.append((table, extras))
+    for table, _ in reversed(rebuilt):
+        await conn.execute(f"DROP TABLE {table}")
+    for table, extras in rebuilt:
+        await conn.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+        for sql in extras:
+            await conn.execute(sql)
+    # Past every id ever used, including those only the change log still remembers.
+    rows = await conn.execute_fetchall("SELECT article_id, removed FROM changes")
+    used = {
+        "articles": max((r[0] for r in rows), default=0),
+        "sentences": max((int(i) for r in rows if r[1] for i in r[1].split()), default=0),
+    }
+    for table, highest in used.items():
+        seq = await conn.execute_fetchall("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,))
+        highest = max(highest, seq[0][0] if seq else 0)
+        await conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+        await conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, highest))
+
+
 # Each entry moves the schema one version up; never edit a released entry, append a new one.
-MIGRATIONS: tuple[str, ...] = (
+# An entry is SQL (statements separated by ";") or a coroutine function run with the connection.
+MIGRATIONS: tuple[str | Callable[[aiosqlite.Connection], Awaitable[None]], ...] = (
     """
     CREATE TABLE articles (
         id INTEGER PRIMARY KEY,
@@ -154,8 +201,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX feed_items_guild_link ON feed_items (guild_id, link);
     """,
+    # Ids are never handed out twice (AUTOINCREMENT), so an old answer's "article 8" or another
+    # process's index never points at a newer article or sentence.
+    _never_reuse_ids,
+    # When each change was logged: the log is trimmed only past a retention window, so another
+    # process (or a cache) that is behind can still catch up. See CHANGE_LOG_RETENTION_SECONDS.
+    """
+    ALTER TABLE changes ADD COLUMN at INTEGER NOT NULL DEFAULT 0;
+    UPDATE changes SET at = CAST(strftime('%s', 'now') AS INTEGER);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# Change-log entries younger than this are never trimmed. Every process polls the log twice a
+# second, so a live one is never that far behind; one that is (suspended, or a cache file
+# older than this) rebuilds its index from the database: slower, never wrong.
+CHANGE_LOG_RETENTION_SECONDS = 7 * 24 * 3600
+MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger id names nothing
 
 
 class StoreError(RuntimeError):
@@ -164,6 +226,10 @@ class StoreError(RuntimeError):
 
 class StoreBusy(StoreError):
     """A write could not be made (locked or full); its message is safe to show anyone."""
+
+
+class StoreReadOnly(StoreBusy):
+    """The database (or its folder) cannot be written; reads still work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +249,25 @@ class StoredSentence:
 class IndexRow:
     sentence_id: int
     scope: int
-    paragraph_key: int
+    paragraph_key: tuple[int, int]
     tokens: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change-log entry: an article added (removed None) or removed with its sentence ids."""
+
+    generation: int
+    article_id: int
+    removed: tuple[int, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeLog:
+    """Every change after some generation up to `generation`, the database's current one."""
+
+    generation: int
+    changes: tuple[Change, ...]
 
 
 _SENTENCE_COLUMNS = 'id, article_id, seq, paragraph, kind, start, "end", text, tokens'
@@ -197,18 +280,37 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None, timeout=10)
-    await conn.execute("PRAGMA foreign_keys = ON")
-    await conn.execute("PRAGMA busy_timeout = 10000")
+async def _connect(path: Path, read_only: bool = False) -> aiosqlite.Connection:
+    target: Path | str = f"file:{path.resolve()}?mode=ro" if read_only else path
+    conn = await aiosqlite.connect(target, isolation_level=None, timeout=10, uri=read_only)
+    try:
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute("PRAGMA busy_timeout = 10000")
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    """The file or its folder is read-only (SQLite says so in the message only)."""
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open database file" in text
+
+
 class ArticleStore:
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection, *, read_only: bool = False
+    ) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
+        # Opened from a file or folder this process cannot write: questions only.
+        self.read_only = read_only
+        # The generation made by this store's latest committed write (None before any): the
+        # library tells its own changes from other processes' in the change log with it.
+        self.last_generation: int | None = None
+        self._pending_generation: int | None = None
         self._write_lock = asyncio.Lock()
         # Interleaved statements on one connection keep a read transaction (an old snapshot)
         # open; one read at a time means each sees everything committed before it.
@@ -218,23 +320,48 @@ class ArticleStore:
     async def open(cls, path: Path | str) -> ArticleStore:
         path = Path(path)
         if str(path) != ":memory:":
-            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            try:
+                await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"Cannot open the library database {path}: {exc.strerror or exc}") from None
+        try:
+            return await cls._open(path, read_only=False)
+        except sqlite3.Error as exc:
+            if not (_cannot_write(exc) and await asyncio.to_thread(path.is_file)):
+                raise StoreError(f"Cannot open the library database {path}: {exc}") from None
+        # A database someone may read but not write: answer questions from it all the same.
+        try:
+            store = await cls._open(path, read_only=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the library database {path} (read-only): {exc}") from None
+        log.warning("The library database %s is read-only: questions work, changes do not", path)
+        return store
+
+    @classmethod
+    async def _open(cls, path: Path, *, read_only: bool) -> ArticleStore:
         opened: list[aiosqlite.Connection] = []
         try:
-            writer = await _connect(path)
+            writer = await _connect(path, read_only)
             opened.append(writer)
-            await writer.execute("PRAGMA journal_mode = WAL")
-            await writer.execute("PRAGMA synchronous = NORMAL")
-            await _migrate(writer)
-            reader = await _connect(path)
-        except BaseException as exc:
+            if read_only:
+                async with writer.execute("PRAGMA user_version") as cur:
+                    version = int((await cur.fetchone())[0])
+                if version != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"The library database {path} is read-only and has schema version {version};"
+                        f" this bot needs {SCHEMA_VERSION}."
+                    )
+            else:
+                await writer.execute("PRAGMA journal_mode = WAL")
+                await writer.execute("PRAGMA synchronous = NORMAL")
+                await _migrate(writer)
+            reader = await _connect(path, read_only)
+        except BaseException:
             # aiosqlite's worker threads keep the process alive until their connections close.
             for conn in opened:
                 await conn.close()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise StoreError(f"Cannot open the library database {path}: {exc}") from exc
             raise
-        return cls(path, writer, reader)
+        return cls(path, writer, reader, read_only=read_only)
 
     async def close(self) -> None:
         async with self._write_lock:
@@ -249,18 +376,24 @@ class ArticleStore:
         *,
         scope: int,
         added_by: str | None,
+        provenance: Sequence[tuple[str | None, str | None] | None] | None = None,
     ) -> list[tuple[int, list[int]] | DuplicateArticle]:
         """Bulk import: many articles in one transaction (each whole, or the batch rolled back).
-        Per article, (article id, sentence ids) or the DuplicateArticle it would have been."""
+        Per article, (article id, sentence ids) or the DuplicateArticle it would have been.
+        `provenance`, per article: (added_by, added_at) to keep (a restored export) or None."""
         results: list[tuple[int, list[int]] | DuplicateArticle] = []
         async with self._write_transaction():
-            for draft, sentences in batch:
-                results.append(await self._insert(draft, sentences, scope, added_by))
-            added = [(r[0],) for r in results if not isinstance(r, DuplicateArticle)]
+            for n, (draft, sentences) in enumerate(batch):
+                kept = provenance[n] if provenance is not None else None
+                by, at = kept if kept is not None else (added_by, None)
+                results.append(await self._insert(draft, sentences, scope, by, at or _now()))
+            added = [r[0] for r in results if not isinstance(r, DuplicateArticle)]
             if added:
                 generation = await self._bump_generation()
+                now = int(time.time())
                 await self._writer.executemany(
-                    "INSERT INTO changes (generation, article_id) VALUES (?, ?)", [(generation, *a) for a in added]
+                    "INSERT INTO changes (generation, article_id, at) VALUES (?, ?, ?)",
+                    [(generation, a, now) for a in added],
                 )
         return results
 
@@ -269,6 +402,7 @@ class ArticleStore:
         """One write transaction: committed whole or rolled back; a busy or full database is a
         StoreError with a message fit for the admin who tried."""
         async with self._write_lock:
+            self._pending_generation = None
             try:
                 await self._writer.execute("BEGIN IMMEDIATE")
                 try:
@@ -277,12 +411,19 @@ class ArticleStore:
                 except BaseException:
                     await self._rollback()
                     raise
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 log.warning("Write to the library database failed: %s", exc)
-                raise StoreBusy("The library database is busy or full; nothing was changed. Try again later.") from exc
+                if self.read_only or _cannot_write(exc):
+                    raise StoreReadOnly("The library database is read-only; nothing was changed.") from exc
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreBusy("The library database is busy or full; nothing was changed. Try again later.") from exc
+                raise StoreError(f"The library database is damaged; nothing was changed ({exc}).") from exc
+            # Only a committed generation is ours: a rolled-back one may be another process's next.
+            if self._pending_generation is not None:
+                self.last_generation = self._pending_generation
 
     async def _insert(
-        self, draft: ArticleDraft, sentences: Sequence[SentenceRecord], scope: int, added_by: str | None
+        self, draft: ArticleDraft, sentences: Sequence[SentenceRecord], scope: int, added_by: str | None, added_at: str
     ) -> tuple[int, list[int]] | DuplicateArticle:
         content_hash = draft.content_hash()
         async with self._writer.execute(
@@ -296,7 +437,7 @@ class ArticleStore:
             " added_by, added_at, content_hash, sentence_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 scope, draft.title, draft.source, draft.author, draft.url, draft.published,
-                draft.caption, draft.body, added_by, _now(), content_hash, len(sentences),
+                draft.caption, draft.body, added_by, added_at, content_hash, len(sentences),
             ),
         )
         article_id = cur.lastrowid
@@ -317,6 +458,8 @@ class ArticleStore:
 
     async def remove_article(self, article_id: int) -> list[int]:
         """Delete an article and its sentences; the removed sentence ids (empty if none)."""
+        if not 0 < article_id <= MAX_ID:
+            return []
         async with self._write_transaction():
             async with self._writer.execute("SELECT id FROM sentences WHERE article_id = ?", (article_id,)) as cur:
                 ids = [r[0] for r in await cur.fetchall()]
@@ -324,8 +467,8 @@ class ArticleStore:
             if cur.rowcount:
                 generation = await self._bump_generation()
                 await self._writer.execute(
-                    "INSERT INTO changes (generation, article_id, removed) VALUES (?, ?, ?)",
-                    (generation, article_id, " ".join(map(str, ids))),
+                    "INSERT INTO changes (generation, article_id, removed, at) VALUES (?, ?, ?, ?)",
+                    (generation, article_id, " ".join(map(str, ids)), int(time.time())),
                 )
         return ids if cur.rowcount else []
 
@@ -359,23 +502,57 @@ class ArticleStore:
         await self._writer.execute("UPDATE library_state SET value = value + 1 WHERE key = 'generation'")
         async with self._writer.execute("SELECT value FROM library_state WHERE key = 'generation'") as cur:
             row = await cur.fetchone()
-        return int(row[0])
+        self._pending_generation = int(row[0])
+        return self._pending_generation
 
-    async def forget_changes(self, generation: int) -> None:
-        """Drop the change log up to `generation` (an index cache of it is safely saved)."""
+    async def forget_changes(self, generation: int, *, older_than: float | None = None) -> None:
+        """Drop the change log up to `generation` (an index cache of it is safely saved); with
+        `older_than` (seconds), only the entries logged longer ago than that, which other
+        processes, polling the log, have long read. Always a prefix of the log."""
         async with self._write_transaction():
-            await self._writer.execute("DELETE FROM changes WHERE generation <= ?", (generation,))
+            if older_than is None:
+                await self._writer.execute("DELETE FROM changes WHERE generation <= ?", (generation,))
+                return
+            await self._writer.execute(
+                "DELETE FROM changes WHERE generation <= ? AND generation <="
+                " (SELECT COALESCE(MAX(generation), 0) FROM changes WHERE at < ?)",
+                (generation, int(time.time() - older_than)),
+            )
+
+    async def read_changes(self, after: int) -> ChangeLog | None:
+        """Every change after generation `after`, in order, read in one snapshot; None when the
+        log does not cover every generation since (trimmed, or a change like re-tokenising
+        that is not logged): then only a rebuild will do."""
+        async with self._read_lock:
+            try:
+                await self._reader.execute("BEGIN")
+                try:
+                    state = await self._reader.execute_fetchall(
+                        "SELECT value FROM library_state WHERE key = 'generation'"
+                    )
+                    rows = await self._reader.execute_fetchall(
+                        "SELECT generation, article_id, removed FROM changes WHERE generation > ? ORDER BY generation",
+                        (after,),
+                    )
+                finally:
+                    await self._reader.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"The library database cannot be read: {exc}") from exc
+        current = int(state[0][0]) if state else 0
+        if after > current or {r[0] for r in rows} != set(range(after + 1, current + 1)):
+            return None
+        changes = tuple(
+            Change(r[0], r[1], None if r[2] is None else tuple(int(i) for i in r[2].split())) for r in rows
+        )
+        return ChangeLog(current, changes)
 
     async def changes_since(self, generation: int) -> tuple[set[int], set[int]] | None:
-        """(sentence ids removed, article ids added) after `generation`, or None when the log
-        does not cover every generation since (an older cache, or a change like re-tokenising
-        that is not logged): then only a rebuild will do."""
-        current = await self.generation()
-        rows = await self._fetch("SELECT generation, article_id, removed FROM changes WHERE generation > ?", (generation,))
-        if generation > current or {r[0] for r in rows} != set(range(generation + 1, current + 1)):
+        """(sentence ids removed, article ids added) after `generation`, or None as read_changes."""
+        found = await self.read_changes(generation)
+        if found is None:
             return None
-        removed = {int(i) for r in rows if r[2] for i in r[2].split()}
-        return removed, {r[1] for r in rows if r[2] is None}
+        removed = {i for c in found.changes if c.removed for i in c.removed}
+        return removed, {c.article_id for c in found.changes if c.removed is None}
 
     async def _rollback(self) -> None:
         if not self._writer.in_transaction:  # SQLite already rolled back (e.g. disk full)
@@ -407,7 +584,7 @@ class ArticleStore:
         async with self._read_lock:
             try:
                 return list(await self._reader.execute_fetchall(sql, args))
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:  # locked, or damaged ("database disk image is malformed")
                 raise StoreError(f"The library database cannot be read: {exc}") from exc
 
     async def generation(self) -> int:
@@ -422,6 +599,8 @@ class ArticleStore:
         return int(rows[0][0])
 
     async def get_article(self, article_id: int) -> ArticleInfo | None:
+        if not 0 < article_id <= MAX_ID:
+            return None
         rows = await self._fetch(f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id = ?", (article_id,))
         return ArticleInfo(*rows[0]) if rows else None
 
@@ -539,28 +718,46 @@ def _index_row(r: Sequence) -> IndexRow:
     return IndexRow(r[0], r[1], paragraph_key(r[2], r[3]), tuple(r[4].split()) if r[4] else ())
 
 
-def paragraph_key(article_id: int, paragraph: int) -> int:
-    """One integer per (article, paragraph), for scoring a sentence with its paragraph."""
-    return article_id * 100_000 + paragraph
+def paragraph_key(article_id: int, paragraph: int) -> tuple[int, int]:
+    """One key per (article, paragraph), for scoring a sentence with its paragraph; a pair,
+    so no number of paragraphs can spill into the next article's keys."""
+    return (article_id, paragraph)
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:
-    async with conn.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
-    version = int(row[0])
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"The database has schema version {version}, newer than this bot ({SCHEMA_VERSION}). Upgrade the bot."
-        )
-    for number in range(version, SCHEMA_VERSION):
-        log.info("Migrating the library database to schema version %d", number + 1)
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
-            await conn.execute(f"PRAGMA user_version = {number + 1}")
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+    """Apply the missing migrations, one transaction each. The version is read inside the
+    transaction, so two processes starting at once never apply one migration twice. Foreign
+    keys are off meanwhile (table rebuilds) and checked before each commit."""
+    await conn.execute("PRAGMA foreign_keys = OFF")  # only takes effect outside a transaction
+    try:
+        while True:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                async with conn.execute("PRAGMA user_version") as cur:
+                    row = await cur.fetchone()
+                version = int(row[0])
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"The database has schema version {version}, newer than this bot ({SCHEMA_VERSION}). Upgrade the bot."
+                    )
+                if version == SCHEMA_VERSION:
+                    await conn.execute("COMMIT")
+                    return
+                log.info("Migrating the library database to schema version %d", version + 1)
+                migration = MIGRATIONS[version]
+                if isinstance(migration, str):
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            await conn.execute(statement)
+                else:
+                    await migration(conn)
+                if await conn.execute_fetchall("PRAGMA foreign_key_check"):
+                    raise StoreError(f"Migration {version + 1} would break references between tables")
+                await conn.execute(f"PRAGMA user_version = {version + 1}")
+                await conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise
+    finally:
+        await conn.execute("PRAGMA foreign_keys = ON")
