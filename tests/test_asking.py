@@ -334,3 +334,59 @@ async def test_an_index_update_cut_short_is_applied_again_from_the_change_log(tm
         await index_agrees_with_database(lib)
     finally:
         await lib.close()
+
+
+def a_library_from_before_autoincrement(db: Path) -> None:
+    """A database at schema version 3, as the release before this one left it: articles 1-3
+    stored, article 4 added and removed (so only the change log remembers id 4 and its
+    sentence ids 7-8), and article 3's sentence the newest."""
+    from bot.core.storage import MIGRATIONS
+
+    conn = sqlite3.connect(db)
+    for migration in MIGRATIONS[:3]:
+        conn.executescript(migration)
+    conn.execute("PRAGMA user_version = 3")
+    with conn:
+        for n, (title, text) in enumerate(
+            [("Tide tables", "High tide at the pier is at six."), ("Bakery opens", "A bakery opened on Mill Lane."),
+             ("Ferry resumes", "The island ferry resumed its crossings.")],
+            start=1,
+        ):
+            conn.execute(
+                "INSERT INTO articles (id, scope, title, body, added_by, added_at, content_hash, sentence_count)"
+                " VALUES (?, 0, ?, ?, 'admin', '2025-01-01T00:00:00+00:00', ?, 2)",
+                (n, title, text, f"hash{n}"),
+            )
+            for seq, (kind, sentence) in enumerate([("title", title), ("body", text)]):
+                conn.execute(
+                    'INSERT INTO sentences (id, article_id, seq, paragraph, kind, start, "end", text, tokens)'
+                    " VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                    (2 * n - 1 + seq, n, seq, seq, kind, len(sentence), sentence, " ".join(tokenize(sentence))),
+                )
+        conn.execute("INSERT INTO changes (generation, article_id, removed) VALUES (4, 4, NULL), (5, 4, '7 8')")
+        conn.execute("UPDATE library_state SET value = 5 WHERE key = 'generation'")
+    conn.close()
+
+
+async def test_an_older_library_is_upgraded_so_no_id_it_ever_used_is_handed_out_again(tmp_path):
+    db = tmp_path / "library.sqlite3"
+    a_library_from_before_autoincrement(db)
+    lib = await Library.open(db, corpus_dir=None)
+    try:
+        assert [a.title for a in await lib.store.list_articles(None, limit=-1)] == ["Ferry resumes", "Bakery opens", "Tide tables"]
+        assert await lib.store.tokenizer_version() == TOKENIZER_VERSION
+        news = await lib.add_draft(ArticleDraft(title="Market day", body="The market moves to Friday."), scope=0, added_by="a")
+        assert news.article.id == 5  # not 4, which the change log remembers
+        assert min(s.id for s in await lib.store.sentences_of(news.article.id)) == 9
+        assert (await lib.ask("When does the market move to Friday?")).answered
+        # The rebuilt tables still reference each other: removing an article takes its sentences.
+        await lib.remove(2, scopes=None)
+        assert await lib.store.sentences_of(2) == []
+        assert not (await lib.ask("Where did the bakery open on Mill Lane?")).answered
+        await index_agrees_with_database(lib)
+    finally:
+        await lib.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
