@@ -390,3 +390,30 @@ async def test_an_older_library_is_upgraded_so_no_id_it_ever_used_is_handed_out_
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+async def test_a_copy_differing_only_by_invisible_characters_is_a_duplicate(library):
+    original = ArticleDraft(title="Bakery opens", body="A bakery opened on Mill Lane selling rye bread.")
+    first = await library.add_draft(original, scope=5, added_by="admin")
+    sneaky = ArticleDraft(
+        title="Bakery\u200b opens", body="A bak\u200cery opened on Mill\u2060 Lane sel\u00adling rye\ufeff bread.\u200d"
+    )
+    with pytest.raises(ArticleError) as caught:
+        await library.add_draft(sneaky, scope=5, added_by="admin")
+    assert f"id {first.article.id}" in str(caught.value)
+    answer = await library.ask("Where did the bakery open?", guild_id=5)
+    assert len(answer.passages) == 1
+
+
+def test_paragraph_keys_of_a_very_long_article_never_reach_the_next_article():
+    from bot.core.retrieval import Retriever
+    from bot.core.storage import IndexRow, paragraph_key
+
+    # Paragraph 100,000 of article 1 once had the key of article 2's headline.
+    retriever = Retriever()
+    retriever.add([
+        IndexRow(1, 0, paragraph_key(1, 100_000), ("late", "paragraph")),
+        IndexRow(2, 0, paragraph_key(2, 0), ("headline",)),
+    ])
+    assert paragraph_key(1, 100_000) != paragraph_key(2, 0)
+    assert len(retriever.paragraphs) == 1  # article 1's paragraph is a paragraph, not a headline

@@ -522,8 +522,8 @@ async def test_an_export_imported_into_an_empty_database_reproduces_every_articl
         published="2014-03-27",
         caption="Second one,\twith a tab and \u200bzero width.",
     )
-    for draft, scope in ((HARBOUR, GLOBAL_SCOPE), (LIGHTHOUSE, 111), (odd, 222), (HARBOUR, 222)):
-        await lib.add_draft(draft, scope=scope, added_by="admin")
+    for n, (draft, scope) in enumerate(((HARBOUR, GLOBAL_SCOPE), (LIGHTHOUSE, 111), (odd, 222), (HARBOUR, 222))):
+        await lib.add_draft(draft, scope=scope, added_by=f"manager {n}")
     export = tmp_path / "library.jsonl"
     assert await export_jsonl(lib.store, str(export)) == 4
     original = [row async for rows in lib.store.iter_articles() for row in rows]
@@ -534,8 +534,10 @@ async def test_an_export_imported_into_an_empty_database_reproduces_every_articl
         summary = await fresh.import_paths([export], scope=GLOBAL_SCOPE, added_by="cli", preserve_scope=True)
         assert (len(summary.added), summary.duplicates, summary.failed) == (4, [], [])
         copied = [row async for rows in fresh.store.iter_articles() for row in rows]
-        # (id, scope, title, source, author, url, published, caption, body, added_by, added_at)
-        assert [r[1:9] for r in copied] == [r[1:9] for r in original]
+        # (id, scope, title, source, author, url, published, caption, body, added_by, added_at):
+        # everything but the id, including who added each article and when.
+        assert [r[1:] for r in copied] == [r[1:] for r in original]
+        assert [r[9] for r in copied] == ["manager 0", "manager 1", "manager 2", "manager 3"]
         await index_agrees_with_database(fresh)
         assert (await fresh.ask("What was restored at Marrow Point?", guild_id=111)).answered
         assert not (await fresh.ask("What was restored at Marrow Point?", guild_id=222)).answered

@@ -4,6 +4,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+import regex
+
+# Invisible format characters (zero-width space and joiners, word joiner, BOM, soft hyphen,
+# direction marks): a copy that differs only by them is the same article.
+_INVISIBLE = regex.compile(r"\p{Cf}+")
+
 GLOBAL_SCOPE = 0
 """Scope of articles answered everywhere (shipped corpus, owner imports). Guild ids are never 0."""
 
@@ -32,10 +38,11 @@ class ArticleDraft:
     caption: str | None = None
 
     def content_hash(self) -> str:
+        """Equal for copies that differ only in spacing, invisible characters, or the title's case."""
         digest = hashlib.sha256()
-        digest.update(" ".join(self.title.split()).casefold().encode())
+        digest.update(" ".join(_INVISIBLE.sub("", self.title).split()).casefold().encode())
         digest.update(b"\0")
-        digest.update(" ".join(self.body.split()).encode())
+        digest.update(" ".join(_INVISIBLE.sub("", self.body).split()).encode())
         return digest.hexdigest()
 
 

@@ -57,8 +57,11 @@ class ParsedItem:
     where: str
     draft: ArticleDraft | None = None
     error: str | None = None
-    # Set only by our own export format, which records where each article belongs.
+    # Set only by our own export format, which records where each article belongs and who
+    # added it when (kept only where the scope is: a restore by the owner).
     scope: int | None = None
+    added_by: str | None = None
+    added_at: str | None = None
 
 
 def decode(data: bytes, name: str) -> str:
@@ -269,7 +272,13 @@ def parse_jsonl(text: str, name: str, *, max_bytes: int, first_line: int = 1):
                 raise ArticleError('no "text"')
             if record.get("format") == EXPORT_FORMAT:
                 # Our own export: already clean, so it is taken exactly as it was stored.
-                yield ParsedItem(where, draft=_exported_draft(record), scope=_scope(record.get("scope")))
+                yield ParsedItem(
+                    where,
+                    draft=_exported_draft(record),
+                    scope=_scope(record.get("scope")),
+                    added_by=_short(record.get("added_by")),
+                    added_at=_short(record.get("added_at")),
+                )
                 continue
             draft = clean_text(
                 body,
@@ -304,7 +313,12 @@ def _exported_draft(record: dict) -> ArticleDraft:
 
 
 def _scope(value: object) -> int | None:
-    return value if isinstance(value, int) and value >= 0 else None
+    return value if isinstance(value, int) and 0 <= value < 2**63 else None
+
+
+def _short(value: object) -> str | None:
+    """Provenance from an export: a short string, else none."""
+    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
 
 
 def read_file(path: Path, *, max_bytes: int, bulk_max_bytes: int) -> bytes:

@@ -554,7 +554,10 @@ class Library:
                     summary.failed.append((item.where, f"This server already has {self.limits.max_articles_per_scope:,} articles, the limit."))
                 batch = batch[:room]
                 results = await self.store.add_articles(
-                    [(item.draft, recs) for item, recs in batch], scope=scope, added_by=added_by  # type: ignore[misc]
+                    [(item.draft, recs) for item, recs in batch],  # type: ignore[misc]
+                    scope=scope,
+                    added_by=added_by,
+                    provenance=[_provenance(item) for item, _ in batch] if preserve_scope else None,
                 )
                 stored = []
                 added_ids = []
@@ -622,6 +625,11 @@ def _freeze_heap() -> None:
     import's batches in memory) that is a 100-400 ms event-loop stall. Frozen objects are still
     freed by reference counting when dropped."""
     gc.freeze()
+
+
+def _provenance(item: ParsedItem) -> tuple[str | None, str | None] | None:
+    """Who added an exported article when, if its export says so."""
+    return (item.added_by, item.added_at) if item.added_at else None
 
 
 def _adjacent(group: list[tuple[StoredSentence, float]], s: StoredSentence) -> bool:
