@@ -22,10 +22,12 @@ from .core.articles import GLOBAL_SCOPE, ArticleError
 from .core.library import Library, collect_files
 from .core.render import answer_json, answer_text, article_dict, article_row, to_json
 from .core.text_safety import terminal_safe
-from .core.storage import StoreError
+from .core.storage import MAX_ID, StoreError
 from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+MAX_TOP = 50  # passages one answer may quote
 
 
 def parse_scope(value: str) -> int:
@@ -35,9 +37,19 @@ def parse_scope(value: str) -> int:
         scope = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError("scope must be 'global' or a server id") from None
-    if scope <= 0:
-        raise argparse.ArgumentTypeError("a server id is a positive number")
+    if not 0 < scope <= MAX_ID:
+        raise argparse.ArgumentTypeError("a server id is a positive number of at most 19 digits")
     return scope
+
+
+def parse_top(value: str) -> int:
+    try:
+        top = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("K must be a whole number") from None
+    if not 1 <= top <= MAX_TOP:
+        raise argparse.ArgumentTypeError(f"K must be between 1 and {MAX_TOP}")
+    return top
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer one question, or a batch")
     ask.add_argument("question", nargs="?", help="the question")
     ask.add_argument("--batch", metavar="FILE", help="one question per line ('-' for standard input)")
-    ask.add_argument("--top", type=int, metavar="K", help="passages to quote (default from settings)")
+    ask.add_argument("--top", type=parse_top, metavar="K", help="passages to quote (default from settings)")
     ask.add_argument("--json", action="store_true", help="JSON output (one object per answer)")
     ask.add_argument("--scope", type=parse_scope, help="answer as in this server (default: global only)")
 

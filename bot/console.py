@@ -78,7 +78,7 @@ class Console:
     async def ask(self, question: str) -> None:
         try:
             answer = await self.library.ask(question)
-        except QuestionError as exc:
+        except (QuestionError, StoreError) as exc:  # StoreError: a damaged or vanished database
             self.say(str(exc))
             return
         self.say(answer_text(answer))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -280,8 +282,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-async def _connect(path: Path, read_only: bool = False) -> aiosqlite.Connection:
-    target: Path | str = f"file:{path.resolve()}?mode=ro" if read_only else path
+async def _connect(path: Path, read_only: bool = False, immutable: bool = False) -> aiosqlite.Connection:
+    target: Path | str = path
+    if read_only:
+        target = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
     conn = await aiosqlite.connect(target, isolation_level=None, timeout=10, uri=read_only)
     try:
         await conn.execute("PRAGMA foreign_keys = ON")
@@ -290,6 +294,15 @@ async def _connect(path: Path, read_only: bool = False) -> aiosqlite.Connection:
         await conn.close()
         raise
     return conn
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may change the database file and create files beside it (the
+    WAL and its index). Asked of the file system: SQLite opens an unwritable file read-only
+    without a word, and a first write would fail only then."""
+    if str(path) == ":memory:" or not path.exists():
+        return True
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
 def _cannot_write(exc: sqlite3.Error) -> bool:
@@ -322,26 +335,36 @@ class ArticleStore:
         if str(path) != ":memory:":
             try:
                 await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise StoreError(f"Cannot open the library database {path}: a file is in the way of its folder") from None
             except OSError as exc:
                 raise StoreError(f"Cannot open the library database {path}: {exc.strerror or exc}") from None
-        try:
-            return await cls._open(path, read_only=False)
-        except sqlite3.Error as exc:
-            if not (_cannot_write(exc) and await asyncio.to_thread(path.is_file)):
-                raise StoreError(f"Cannot open the library database {path}: {exc}") from None
-        # A database someone may read but not write: answer questions from it all the same.
+        if await asyncio.to_thread(_writable, path):
+            try:
+                return await cls._open(path, read_only=False)
+            except sqlite3.Error as exc:
+                if not (_cannot_write(exc) and await asyncio.to_thread(path.is_file)):
+                    raise StoreError(f"Cannot open the library database {path}: {exc}") from None
+        # A database this process may read but not write: answer questions from it all the same.
         try:
             store = await cls._open(path, read_only=True)
+        except sqlite3.OperationalError:
+            # In a read-only folder SQLite cannot make the WAL's index file; nobody can write
+            # the database there either, so it may be read as unchanging.
+            try:
+                store = await cls._open(path, read_only=True, immutable=True)
+            except sqlite3.Error as exc:
+                raise StoreError(f"Cannot open the library database {path} (read-only): {exc}") from None
         except sqlite3.Error as exc:
             raise StoreError(f"Cannot open the library database {path} (read-only): {exc}") from None
-        log.warning("The library database %s is read-only: questions work, changes do not", path)
+        log.warning("The library database %s is read-only: questions are answered, changes refused", path)
         return store
 
     @classmethod
-    async def _open(cls, path: Path, *, read_only: bool) -> ArticleStore:
+    async def _open(cls, path: Path, *, read_only: bool, immutable: bool = False) -> ArticleStore:
         opened: list[aiosqlite.Connection] = []
         try:
-            writer = await _connect(path, read_only)
+            writer = await _connect(path, read_only, immutable)
             opened.append(writer)
             if read_only:
                 async with writer.execute("PRAGMA user_version") as cur:
@@ -355,7 +378,7 @@ class ArticleStore:
                 await writer.execute("PRAGMA journal_mode = WAL")
                 await writer.execute("PRAGMA synchronous = NORMAL")
                 await _migrate(writer)
-            reader = await _connect(path, read_only)
+            reader = await _connect(path, read_only, immutable)
         except BaseException:
             # aiosqlite's worker threads keep the process alive until their connections close.
             for conn in opened:
@@ -401,6 +424,8 @@ class ArticleStore:
     async def _write_transaction(self) -> AsyncIterator[None]:
         """One write transaction: committed whole or rolled back; a busy or full database is a
         StoreError with a message fit for the admin who tried."""
+        if self.read_only:
+            raise StoreReadOnly("The library database is read-only; nothing was changed.")
         async with self._write_lock:
             self._pending_generation = None
             try:
