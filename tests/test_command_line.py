@@ -121,3 +121,99 @@ def test_a_broken_database_file_is_a_clear_error_not_a_traceback(tmp_path):
     result = run("list", db=db)
     assert result.returncode == 2
     assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- clear one-line errors ----------------------------------------------------------------------
+
+
+def one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in result.stderr
+
+
+def damage(db: Path) -> None:
+    """Overwrite the start of every third page past the first few (a bad disk, a bad copy)."""
+    size = db.stat().st_size
+    with db.open("r+b") as handle:
+        for page in range(5, size // 4096, 3):
+            handle.seek(page * 4096)
+            handle.write(b"\xff" * 64)
+    db.with_name(db.name + ".index").unlink(missing_ok=True)
+
+
+def test_a_damaged_database_is_one_clear_line_for_every_command(tmp_path):
+    db = tmp_path / "db.sqlite3"
+    wire = tmp_path / "wire.jsonl"
+    wire.write_text("".join(
+        json.dumps({"title": f"Report {i}", "text": f"The committee {i} approved a footbridge. " * 20}) + "\n"
+        for i in range(300)
+    ))
+    assert run("import", str(wire), db=db).returncode == 0
+    damage(db)
+    for args in (("ask", "What did committee 5 approve?"), ("list",), ("export", str(tmp_path / "out.jsonl"))):
+        one_line_error(run(*args, db=db), "error: ", "database disk image is malformed")
+    console = run(db=db, stdin="What did committee 5 approve?\n")
+    assert "Traceback" not in console.stderr and "malformed" in console.stderr
+
+
+def test_a_database_path_under_a_file_is_one_clear_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    one_line_error(run("list", db=tmp_path / "notes.txt" / "db.sqlite3"), "error: ", "a file is in the way")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("ask", "Who released the footage?", "--scope", "99999999999999999999999"), "at most 19 digits"),
+        (("list", "--scope", "9223372036854775808"), "at most 19 digits"),
+        (("ask", "Who released the footage?", "--top", "-1"), "between 1 and 50"),
+        (("ask", "Who released the footage?", "--top", "0"), "between 1 and 50"),
+    ],
+)
+def test_out_of_range_numbers_on_the_command_line_are_usage_errors(tmp_path, args, message):
+    one_line_error(run(*args, db=tmp_path / "db.sqlite3"), message)
+
+
+def test_an_article_id_past_64_bits_is_no_such_article_in_the_console(tmp_path):
+    result = run(db=tmp_path / "db.sqlite3", stdin="!article show 99999999999999999999\n!article remove 99999999999999999999\n")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert result.stdout.count("No article 99999999999999999999 here.") == 2
+
+
+def make_read_only(path: Path) -> None:
+    """Read-only for this process: by permission, or (as root, whom permissions do not stop)
+    by the immutable attribute."""
+    path.chmod(0o555 if path.is_dir() else 0o444)
+    if os.access(path, os.W_OK):
+        subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
+    assert not os.access(path, os.W_OK)
+
+
+def make_writable(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_read_only_library_still_answers_and_refuses_changes_plainly(tmp_path, what):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    db = folder / "db.sqlite3"
+    assert run("list", db=db).returncode == 0  # created, with the shipped corpus
+    (tmp_path / "note.txt").write_text("Ferry strike\n\nThe ferry crews walked out on Friday over pay.\n")
+    before = db.read_bytes()
+    target = db if what == "file" else folder
+    make_read_only(target)
+    try:
+        answer = run("ask", "Who released the footage?", "--json", db=db)
+        assert answer.returncode == 0, answer.stderr
+        assert json.loads(answer.stdout)["answered"] is True
+        assert "read-only" in answer.stderr and "Traceback" not in answer.stderr
+        refused = run("import", str(tmp_path / "note.txt"), db=db)
+        one_line_error(refused, "error: The library database is read-only; nothing was changed.")
+        assert db.read_bytes() == before
+    finally:
+        make_writable(target)

@@ -506,6 +506,14 @@ async def test_a_database_failure_during_a_question_is_an_apology_with_a_referen
     assert error is None and "closed it for four days" in sent[0].embeds[0].description
 
 
+async def test_a_manager_asking_for_article_99999999999999999999_is_told_there_is_none(fake):
+    for command in ("!article show 99999999999999999999", "!article remove 99999999999999999999"):
+        error, sent = await said(command, fake.channel_a, fake.admin_a)
+        text = " ".join((m.content or "") + " ".join(e.description or "" for e in m.embeds) for m in sent)
+        assert "No article 99999999999999999999 here." in text
+        assert "something went wrong" not in text
+
+
 # --- export and re-import ---------------------------------------------------------------------------------
 
 
