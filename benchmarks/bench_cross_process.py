@@ -102,20 +102,20 @@ async def time_asks(lib: Library, questions: list[str]) -> list[float]:
 async def ask_costs(lib: Library, questions: list[str], rounds: int) -> tuple[list[float], list[float]]:
     """(ask ms with change watching, ask ms without), interleaved in blocks of 50 questions."""
     watching, baseline = [], []
-    refresh, watcher = lib.refresh, lib._watcher
+    generation, watcher = lib.store.generation, lib._watcher
 
-    async def nothing(**kwargs: object) -> None:
-        return None
+    async def unchanged() -> int:  # the look at the database, switched off
+        return lib._generation
 
     await time_asks(lib, questions[:50])  # warm-up
     for r in range(rounds):
         block = questions[(r * 50) % len(questions) :][:50]
         watching.extend(await time_asks(lib, block))
-        lib.refresh = nothing  # type: ignore[method-assign]
+        lib.store.generation = unchanged  # type: ignore[method-assign]
         assert watcher is not None
         watcher.cancel()
         baseline.extend(await time_asks(lib, block))
-        lib.refresh = refresh  # type: ignore[method-assign]
+        lib.store.generation = generation  # type: ignore[method-assign]
         watcher = lib._watcher = asyncio.get_running_loop().create_task(lib._watch())
     return watching, baseline
 

@@ -224,6 +224,7 @@ async def bench_size(size: int, squad: Path, workdir: Path, n_questions: int, ex
     # change log (instead of a rebuild). The crash skips every clean-up, as kill -9 would.
     library = await Library.open(db, corpus_dir=None)
     await library.add_bytes(json.dumps({"title": "Late news", "text": text + " Late edition."}).encode(), "late.jsonl", scope=GLOBAL_SCOPE, added_by="bench")
+    library._watcher.cancel()
     await library.store.close()
     t0 = time.perf_counter()
     library = await Library.open(db, corpus_dir=None)

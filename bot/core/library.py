@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import sys
@@ -238,8 +239,10 @@ class Library:
 
     def _sync_done(self, task: asyncio.Task[None]) -> None:
         self._sync = None
+        # Whoever awaited it saw the failure (the watcher logs it); a question that stopped
+        # waiting did not, and the next look tries again.
         if not task.cancelled() and task.exception() is not None:
-            log.warning("Applying the change log failed; retried at the next look", exc_info=task.exception())
+            log.debug("Applying the change log failed", exc_info=task.exception())
 
     async def _watch(self) -> None:
         """Look for other processes' changes every POLL_SECONDS, for as long as the library is open."""
@@ -346,9 +349,18 @@ class Library:
         if len(question) > self.limits.max_question_chars:
             raise QuestionError(f"That question is too long ({len(question)} characters; the limit is {self.limits.max_question_chars}).")
         k = top_k or self.top_k
-        await self.refresh()
-        # One trip to a worker thread for all the CPU work: every hop costs a wake-up.
-        terms, hits, information = await asyncio.to_thread(self._rank, question, max(30, k * 10), scopes_for(guild_id))
+        rank = functools.partial(self._rank, question, max(30, k * 10), scopes_for(guild_id))
+        # Has another process changed the library? Asked of the database while the question is
+        # ranked, so the look costs a question nothing unless something did change.
+        looked = asyncio.ensure_future(self.store.generation())
+        try:
+            # One trip to a worker thread for all the CPU work: every hop costs a wake-up.
+            terms, hits, information = await asyncio.to_thread(rank)
+        finally:
+            generation = await looked
+        if generation != self._generation:
+            await self.refresh()
+            terms, hits, information = await asyncio.to_thread(rank)
         if not terms:
             return Answer(question, (), frozenset(), ONLY_COMMON_WORDS)
         passages = await self._compose(hits, information, k)
