@@ -212,3 +212,21 @@ async def test_two_libraries_starting_on_a_new_database_at_once_both_work(db, tm
     procs = [cli("list", db=db) for _ in range(3)]
     for proc in procs:
         assert "0 article(s)" in finished(proc)
+
+
+async def test_a_cache_saved_before_the_bot_saw_an_import_is_caught_up_after_a_restart(db, tmp_path):
+    # The bot saves its index cache (as it does after a bulk import of its own) before it has
+    # looked at the change log: the cache must be labelled with what this index holds.
+    lib, _ = await library_with_a_bakery(db)
+    lib._watcher.cancel()  # it has not looked yet
+    write_articles(tmp_path / "wire.jsonl", "harbour", 5)
+    finished(cli("import", str(tmp_path / "wire.jsonl"), db=db))
+    await lib.save_index()
+    await lib.store.close()  # then it stops the hard way: nothing else saved
+
+    lib = await Library.open(db, corpus_dir=None)
+    try:
+        assert await quoted(lib, question("harbour", 3)) == [sentence("harbour", 3)]
+        await index_agrees_with_database(lib)
+    finally:
+        await lib.close()
