@@ -571,14 +571,6 @@ class ArticleStore:
         )
         return ChangeLog(current, changes)
 
-    async def changes_since(self, generation: int) -> tuple[set[int], set[int]] | None:
-        """(sentence ids removed, article ids added) after `generation`, or None as read_changes."""
-        found = await self.read_changes(generation)
-        if found is None:
-            return None
-        removed = {i for c in found.changes if c.removed for i in c.removed}
-        return removed, {c.article_id for c in found.changes if c.removed is None}
-
     async def _rollback(self) -> None:
         if not self._writer.in_transaction:  # SQLite already rolled back (e.g. disk full)
             return
