@@ -27,13 +27,28 @@ log = logging.getLogger(__name__)
 
 
 
+# Per rebuilt table: copy into the new one, drop the old one, give the new one its name.
+_REBUILD = {
+    "articles": (
+        "INSERT INTO articles_new SELECT * FROM articles",
+        "DROP TABLE articles",
+        "ALTER TABLE articles_new RENAME TO articles",
+    ),
+    "sentences": (
+        "INSERT INTO sentences_new SELECT * FROM sentences",
+        "DROP TABLE sentences",
+        "ALTER TABLE sentences_new RENAME TO sentences",
+    ),
+}
+
+
 async def _never_reuse_ids(conn: aiosqlite.Connection) -> None:
     """Rebuild `articles` and `sentences` with AUTOINCREMENT (SQLite cannot add it in place),
     from their own stored definitions, so columns and indexes added by other migrations stay.
     Foreign keys are off while migrating (see _migrate): dropping the old tables cascades
     nothing, and references to `articles` resolve to the rebuilt table."""
     rebuilt: list[tuple[str, list[str]]] = []
-    for table in ("articles", "sentences"):
+    for table, (copy, _, _) in _REBUILD.items():
         rows = await conn.execute_fetchall(
             "SELECT type, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL", (table,)
         )
@@ -48,12 +63,12 @@ async def _never_reuse_ids(conn: aiosqlite.Connection) -> None:
         if not found:
             raise StoreError(f"Unexpected definition of table {table}; cannot migrate")
         await conn.execute(new_sql)
-        await conn.execute(f"INSERT INTO {table}_new SELECT * FROM {table}")
+        await conn.execute(copy)
         rebuilt.append((table, extras))
     for table, _ in reversed(rebuilt):
-        await conn.execute(f"DROP TABLE {table}")
+        await conn.execute(_REBUILD[table][1])
     for table, extras in rebuilt:
-        await conn.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+        await conn.execute(_REBUILD[table][2])
         for sql in extras:
             await conn.execute(sql)
     # Past every id ever used, including those only the change log still remembers.
@@ -752,16 +767,16 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
             try:
                 async with conn.execute("PRAGMA user_version") as cur:
                     row = await cur.fetchone()
-                version = int(row[0])
-                if version > SCHEMA_VERSION:
+                number = int(row[0])
+                if number > SCHEMA_VERSION:
                     raise StoreError(
-                        f"The database has schema version {version}, newer than this bot ({SCHEMA_VERSION}). Upgrade the bot."
+                        f"The database has schema version {number}, newer than this bot ({SCHEMA_VERSION}). Upgrade the bot."
                     )
-                if version == SCHEMA_VERSION:
+                if number == SCHEMA_VERSION:
                     await conn.execute("COMMIT")
                     return
-                log.info("Migrating the library database to schema version %d", version + 1)
-                migration = MIGRATIONS[version]
+                log.info("Migrating the library database to schema version %d", number + 1)
+                migration = MIGRATIONS[number]
                 if isinstance(migration, str):
                     for statement in migration.split(";"):
                         if statement.strip():
@@ -769,8 +784,8 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
                 else:
                     await migration(conn)
                 if await conn.execute_fetchall("PRAGMA foreign_key_check"):
-                    raise StoreError(f"Migration {version + 1} would break references between tables")
-                await conn.execute(f"PRAGMA user_version = {version + 1}")
+                    raise StoreError(f"Migration {number + 1} would break references between tables")
+                await conn.execute(f"PRAGMA user_version = {number + 1}")
                 await conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
