@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -228,5 +229,24 @@ async def test_a_cache_saved_before_the_bot_saw_an_import_is_caught_up_after_a_r
     try:
         assert await quoted(lib, question("harbour", 3)) == [sentence("harbour", 3)]
         await index_agrees_with_database(lib)
+    finally:
+        await lib.close()
+
+
+async def test_the_change_log_keeps_what_another_process_may_still_need(db):
+    # A save trims only entries older than the retention window, and only a prefix of the log
+    # that this process's cache holds; a process still behind catches up from the rest.
+    from bot.core.storage import CHANGE_LOG_RETENTION_SECONDS
+
+    lib, _ = await library_with_a_bakery(db)  # generations 1-3
+    try:
+        long_ago = int(time.time()) - CHANGE_LOG_RETENTION_SECONDS - 60
+        await lib.store._writer.execute("UPDATE changes SET at = ? WHERE generation <= 2", (long_ago,))
+        behind = await lib.store.read_changes(0)
+        assert behind is not None and [c.generation for c in behind.changes] == [1, 2, 3]
+        await lib.save_index()
+        kept = await lib.store.read_changes(2)
+        assert kept is not None and [c.generation for c in kept.changes] == [3]
+        assert await lib.store.read_changes(0) is None  # older than the window: a rebuild for that one
     finally:
         await lib.close()
