@@ -356,11 +356,14 @@ class Library:
         try:
             # One trip to a worker thread for all the CPU work: every hop costs a wake-up.
             terms, hits, information = await asyncio.to_thread(rank)
-        finally:
-            generation = await looked
-        if generation != self._generation:
+        except BaseException:
+            looked.cancel()
+            raise
+        if await looked != self._generation:
+            held = self._generation
             await self.refresh()
-            terms, hits, information = await asyncio.to_thread(rank)
+            if self._generation != held:
+                terms, hits, information = await asyncio.to_thread(rank)
         if not terms:
             return Answer(question, (), frozenset(), ONLY_COMMON_WORDS)
         passages = await self._compose(hits, information, k)
