@@ -404,6 +404,11 @@ async def test_a_copy_differing_only_by_invisible_characters_is_a_duplicate(libr
     assert await library.store.count_articles(5) == 1
     answer = await library.ask("Where did the bakery open?", guild_id=5)
     assert {p.article_id for p in answer.passages} == {first.article.id}
+    # The same text may be stored once globally too; a member of server 5 sees it quoted once.
+    await library.add_draft(sneaky, scope=GLOBAL_SCOPE, added_by="owner")
+    answer = await library.ask("Where did the bakery open on Mill Lane?", guild_id=5)
+    bodies = [p.text for p in answer.passages if "Mill" in p.text]
+    assert len(bodies) == 1
 
 
 def test_paragraph_keys_of_a_very_long_article_never_reach_the_next_article():

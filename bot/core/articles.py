@@ -10,6 +10,11 @@ import regex
 # direction marks): a copy that differs only by them is the same article.
 _INVISIBLE = regex.compile(r"\p{Cf}+")
 
+
+def visible(text: str) -> str:
+    """`text` without invisible characters, its whitespace runs made single spaces."""
+    return " ".join(_INVISIBLE.sub("", text).split())
+
 GLOBAL_SCOPE = 0
 """Scope of articles answered everywhere (shipped corpus, owner imports). Guild ids are never 0."""
 
@@ -40,9 +45,9 @@ class ArticleDraft:
     def content_hash(self) -> str:
         """Equal for copies that differ only in spacing, invisible characters, or the title's case."""
         digest = hashlib.sha256()
-        digest.update(" ".join(_INVISIBLE.sub("", self.title).split()).casefold().encode())
+        digest.update(visible(self.title).casefold().encode())
         digest.update(b"\0")
-        digest.update(" ".join(_INVISIBLE.sub("", self.body).split()).encode())
+        digest.update(visible(self.body).encode())
         return digest.hexdigest()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Passage, QuestionError
-from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord
+from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord, visible
 from .importers import Metadata, ParsedItem, jsonl_pieces, parse_bytes, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
@@ -393,7 +393,7 @@ class Library:
             coverage = hit.score / information if information > 0 else 0.0
             if coverage < MIN_COVERAGE:
                 continue
-            key = " ".join(normalise(s.text).split())
+            key = normalise(visible(s.text))
             if key in seen_texts:
                 continue
             seen_texts.add(key)
