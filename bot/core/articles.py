@@ -41,6 +41,23 @@ class ArticleDraft:
     url: str | None = None
     published: str | None = None
     caption: str | None = None
+    # Lines the cleaner dropped as page debris (navigation, share lines...), so an admin can
+    # see what was left out; never stored as text to quote.
+    dropped: tuple[str, ...] = ()
+
+    def check_text(self) -> None:
+        """Raise ArticleError unless every field is text SQLite and hashing accept: a JSON
+        string may hold half a surrogate pair, which is not a character."""
+        for name in ("title", "body", "source", "author", "url", "published", "caption"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ArticleError(
+                    f"the {name} holds half a surrogate pair (\\u{ord(value[exc.start]):04x}), which is not text"
+                ) from None
 
     def content_hash(self) -> str:
         """Equal for copies that differ only in spacing, invisible characters, or the title's case."""

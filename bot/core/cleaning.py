@@ -33,23 +33,28 @@ _CAPTION = re.compile(
 )
 
 # Paragraphs that open the trailing debris of a page; everything from the first one on goes.
-_TAIL_MARKERS = re.compile(
+# Headings ("Related stories", "More from ...") never end like a sentence; legal lines may.
+_TAIL_HEADINGS = re.compile(
     r"^(?:latest|more|related|recommended|popular|trending|top|most\s+\w+|also\s+on|read\s+more|see\s+also|"
     r"you\s+may\s+also|you\s+might\s+also|from\s+around|sponsored|advertisement|follow\s+us|share\s+this|"
     r"sign\s+up|subscribe|newsletter|comments?\b|leave\s+a\s+comment|tags?:|filed\s+under)"
-    r"|\b(?:galler(?:y|ies)|recommendations|related\s+(?:stories|articles|links)|photo\s+galleries)\b"
-    r"|^(?:copyright|©|\(c\)\s)|all\s+rights\s+reserved",
+    r"|\b(?:galler(?:y|ies)|recommendations|related\s+(?:stories|articles|links)|photo\s+galleries)\b",
     re.I,
 )
-# Lines that are debris wherever they stand at the edges of the story.
-_EDGE_DEBRIS = re.compile(
+_TAIL_LEGAL = re.compile(r"^(?:copyright|©|\(c\)\s)|all\s+rights\s+reserved", re.I)
+# Lines that are debris wherever they stand at the edges of the story: a navigation word alone...
+_EDGE_WORDS = re.compile(
     r"^(?:home|menu|skip\s+to\s+\w+|search|log\s*in|sign\s*in|sign\s+up|subscribe|share|tweet|email|print|"
     r"advertisement|follow\s+us.*|like\s+us.*|click\s+here.*|read\s+more.*|back\s+to\s+top|"
-    r"facebook|twitter|instagram|whatsapp|linkedin)\W*$"
-    r"|^[•·▪●]"
-    r"|(?:\s[|»›/]\s.*){2,}",
+    r"facebook|twitter|instagram|whatsapp|linkedin)\W*$",
     re.I,
 )
+# ...or the shape of a menu: a bullet, or a breadcrumb ("Home | World | Sport"). One separator
+# is matched at a time (no nested quantifiers: a long line costs linear time).
+_EDGE_BULLET = re.compile(r"^[•·▪●]")
+_EDGE_SEPARATOR = re.compile(r"\s[|»›/]\s")
+# Debris rules look only at lines this short: anything longer is someone's writing.
+EDGE_LINE_MAX = 200
 MIN_WORDS = 3
 _SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*$""")
 
@@ -80,42 +85,71 @@ def _is_meta_line(text: str) -> bool:
 
 
 def _is_headline(text: str) -> bool:
-    return "\n" not in text and 3 <= len(text) <= 200 and not _SENTENCE_END.search(text) and len(text.split()) >= 2
+    return len(text) <= 200 and "\n" not in text and 3 <= len(text) and not _SENTENCE_END.search(text) and len(text.split()) >= 2
 
 
 def _is_story_paragraph(text: str) -> bool:
-    return len(text) >= 60 and bool(_SENTENCE_END.search(text)) and len(text.split()) >= 10
+    # The word count looks at a bounded head: a 2 MB paragraph is not split into a list here.
+    return len(text) >= 60 and _sentence_like(text) and len(text[:400].split()) >= 10
 
 
 def is_caption(text: str) -> bool:
     return len(text) <= 600 and bool(_CAPTION.search(text))
 
 
-def strip_tail(paragraphs: list[str]) -> list[str]:
-    """Drop trailing debris: from the first debris marker after the story has begun, and any
-    short unpunctuated lines left at the end."""
-    story_seen = 0
+def _sentence_like(text: str) -> bool:
+    return bool(_SENTENCE_END.search(text[-16:]))
+
+
+def is_edge_debris(para: str) -> bool:
+    """A short line that is a navigation word, a bullet or a breadcrumb and does not read as a
+    sentence. Story text is never debris, however many " / " it holds."""
+    if len(para) > EDGE_LINE_MAX:
+        return False
+    if _EDGE_WORDS.search(para):
+        return True
+    if _sentence_like(para.strip()):
+        return False
+    return bool(_EDGE_BULLET.search(para)) or len(_EDGE_SEPARATOR.findall(para)) >= 2
+
+
+def _is_tail_marker(para: str) -> bool:
+    if len(para) > EDGE_LINE_MAX or _is_story_paragraph(para):
+        return False
+    first_line = para.split("\n", 1)[0].strip()
+    if _TAIL_LEGAL.search(first_line):
+        return True
+    return not _sentence_like(para.strip()) and bool(_TAIL_HEADINGS.search(first_line))
+
+
+def strip_tail(paragraphs: list[str]) -> tuple[list[str], list[str]]:
+    """(kept, dropped): trailing debris goes, from the first debris marker after the story has
+    begun, and any short unpunctuated lines left at the end. Indices, not list copies: a page
+    of 100,000 debris lines costs one pass."""
+    end = len(paragraphs)
+    story_seen = False
     for i, para in enumerate(paragraphs):
-        first_line = para.split("\n", 1)[0].strip()
-        if story_seen >= 1 and not _is_story_paragraph(para) and _TAIL_MARKERS.search(first_line):
-            paragraphs = paragraphs[:i]
+        if story_seen and _is_tail_marker(para):
+            end = i
             break
         if _is_story_paragraph(para):
-            story_seen += 1
+            story_seen = True
     # A short unpunctuated last line is a link or a label; a long one is story text that
     # happens to end in "[citation needed]" or a score.
-    while paragraphs and (
-        _EDGE_DEBRIS.search(paragraphs[-1])
-        or (len(paragraphs) > 1 and len(paragraphs[-1]) < 80 and not _SENTENCE_END.search(paragraphs[-1].strip()))
+    while end > 0 and (
+        is_edge_debris(paragraphs[end - 1])
+        or (end > 1 and len(paragraphs[end - 1]) < 80 and not _sentence_like(paragraphs[end - 1].strip()))
     ):
-        paragraphs = paragraphs[:-1]
-    return paragraphs
+        end -= 1
+    return paragraphs[:end], paragraphs[end:]
 
 
-def strip_head(paragraphs: list[str]) -> list[str]:
-    while paragraphs and _EDGE_DEBRIS.search(paragraphs[0]) and not _is_story_paragraph(paragraphs[0]):
-        paragraphs = paragraphs[1:]
-    return paragraphs
+def strip_head(paragraphs: list[str]) -> tuple[list[str], list[str]]:
+    """(kept, dropped): leading navigation debris goes."""
+    start = 0
+    while start < len(paragraphs) and is_edge_debris(paragraphs[start]):
+        start += 1
+    return paragraphs[start:], paragraphs[:start]
 
 
 def clean_text(
@@ -130,7 +164,7 @@ def clean_text(
     """Parse wire-style plain text into a draft; given metadata wins over what is parsed."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "")
     paragraphs = [text[s:e] for s, e in iter_blocks(text)]
-    paragraphs = strip_head(paragraphs)
+    paragraphs, dropped = strip_head(paragraphs)
 
     parsed_source = parsed_author = parsed_published = None
     if paragraphs and _is_meta_line(paragraphs[0]):
@@ -155,7 +189,8 @@ def clean_text(
     headlines = {" ".join(t.split()).casefold() for t in (final_title, parsed_title) if t}
     paragraphs = [p for p in paragraphs if " ".join(p.split()).casefold() not in headlines]
 
-    paragraphs = strip_tail(paragraphs)
+    paragraphs, dropped_tail = strip_tail(paragraphs)
+    dropped += dropped_tail
 
     caption = None
     for i, para in enumerate(paragraphs[:3]):
@@ -179,8 +214,9 @@ def clean_text(
         source=source or parsed_source,
         author=author or parsed_author,
         url=url,
-        published=(parse_date(published) or published) if published else parsed_published,
+        published=(parse_date(published[:200]) or published) if published else parsed_published,
         caption=caption,
+        dropped=tuple(line.strip() for para in dropped for line in para.split("\n") if line.strip()),
     )
 
 

@@ -17,17 +17,31 @@ from pathlib import Path
 import yaml
 
 from .articles import ArticleDraft, ArticleError
-from .cleaning import clean_text
+from .cleaning import clean_text, parse_date
 from .export import EXPORT_FORMAT
 from .text_safety import first_control
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("text", "markdown", "html", "jsonl")
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.S)
+# Front matter is a few lines of metadata: looked for in the first FRONT_MATTER_MAX characters only.
+FRONT_MATTER_MAX = 16_384
+_FRONT_MATTER = re.compile(rf"\A---[ \t]*\n(.{{0,{FRONT_MATTER_MAX}}}?)\n---[ \t]*\n", re.S)
+# Each front matter value is one short line of text (a title, a date), never a structure.
+META_VALUE_MAX = 1_000
+_META_KEYS = ("title", "source", "author", "url", "published", "date")
 _HTML_SNIFF = re.compile(r"<(?:!doctype\s+html|html|head|body|article|p|div)[\s>]", re.I)
-_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1")
+# Untrusted text meets no regex with nested or overlapping quantifiers: link text stops at the
+# next "[" and a target at the next "(", so a line of 50,000 "[" is one linear pass.
+_MD_LINK = re.compile(r"!?\[([^\[\]\n]*)\]\([^()\n]*\)")
+# Emphasis markers are dropped where they open (before a non-space, not inside a word) or close
+# (after a non-space), without pairing them up: pairing needs a scan to the closing marker.
+_MD_EMPHASIS = re.compile(r"(?<![\w*_`])[*_`]+(?=[^\s*_`])|(?<=[^\s*_`])[*_`]+(?![\w*_`])")
+_MD_HEADING = re.compile(r"[ \t]{0,3}(#{1,6})[ \t]+")
+# libxml2 checks each attribute of a tag against all the others: a tag with 40,000 attributes
+# takes seconds. A tag whose attributes run longer than this keeps its name only.
+HTML_TAG_ATTRIBUTES_MAX = 2_000
+_HTML_LONG_TAG = re.compile(rf"<([A-Za-z][A-Za-z0-9:-]{{0,63}})\s[^<>]{{{HTML_TAG_ATTRIBUTES_MAX},}}>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +135,7 @@ def _lines(text: str) -> Iterator[str]:
 def detect_format(text: str, name: str) -> str:
     suffix = Path(name).suffix.lower()
     head = text[:65536].lstrip()[:4096]
-    if head.startswith("{") and _looks_like_jsonl(text):
+    if head.startswith("{") and _looks_like_jsonl(text, suffix):
         return "jsonl"
     if _HTML_SNIFF.search(head):
         return "html"
@@ -132,13 +146,18 @@ def detect_format(text: str, name: str) -> str:
     return "text"
 
 
-def _looks_like_jsonl(text: str) -> bool:
-    for line in itertools.islice(_lines(text), 5):
-        if line.strip():
-            try:
-                return isinstance(json.loads(line), dict)
-            except ValueError:
-                return False
+def _looks_like_jsonl(text: str, suffix: str) -> bool:
+    """One of the first lines is a JSON object (so a broken first line still fails alone), or
+    the file says it is JSON Lines and starts like it."""
+    if suffix == ".jsonl":
+        return True
+    lines = (line for line in _lines(text) if line.strip())
+    for line in itertools.islice(lines, 5):
+        try:
+            if isinstance(json.loads(line), dict):
+                return True
+        except (ValueError, RecursionError):
+            continue
     return False
 
 
@@ -151,7 +170,12 @@ def parse_bytes(data: bytes, name: str, meta: Metadata = Metadata(), *, max_byte
         return list(parse_jsonl(text, name, max_bytes=max_bytes))
     if len(data) > max_bytes:
         raise ArticleError(f"{name} is {len(data):,} bytes; the limit for one article is {max_bytes:,}.")
-    return [ParsedItem(name, draft=parse_text(text, fmt, meta))]
+    try:
+        draft = parse_text(text, fmt, meta)
+    except RecursionError:
+        raise ArticleError(f"{name} is nested too deeply to read.") from None
+    draft.check_text()
+    return [ParsedItem(name, draft=draft)]
 
 
 def parse_text(text: str, fmt: str, meta: Metadata = Metadata()) -> ArticleDraft:
@@ -163,40 +187,88 @@ def parse_text(text: str, fmt: str, meta: Metadata = Metadata()) -> ArticleDraft
 
 
 def parse_markdown(text: str, meta: Metadata = Metadata()) -> ArticleDraft:
-    front: dict = {}
+    front: dict[str, str] = {}
     match = _FRONT_MATTER.match(text)
     if match:
-        try:
-            loaded = yaml.safe_load(match.group(1))
-        except yaml.YAMLError:
-            raise ArticleError("The front matter is not valid YAML.") from None
-        front = loaded if isinstance(loaded, dict) else {}
+        front = front_matter(match.group(1))
         text = text[match.end() :]
-    title = meta.title or _str(front.get("title"))
+    title = meta.title or front.get("title")
     lines = []
-    for line in text.splitlines():
-        heading = re.match(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$", line)
+    for line in _lines(text):
+        heading = _MD_HEADING.match(line)
         if heading:
+            content = line[heading.end() :].rstrip().rstrip("#").rstrip()
             if title is None and heading.group(1) == "#":
-                title = heading.group(2)
+                title = content
                 continue
-            line = heading.group(2)
+            line = content
         line = _MD_LINK.sub(r"\1", line)
-        line = _MD_EMPHASIS.sub(r"\2", line)
+        line = _MD_EMPHASIS.sub("", line)
         lines.append(line)
     return clean_text(
         "\n".join(lines),
         title=title,
-        source=meta.source or _str(front.get("source")),
-        author=meta.author or _str(front.get("author")),
-        url=meta.url or _str(front.get("url")),
-        published=meta.published or _str(front.get("published") or front.get("date")),
+        source=meta.source or front.get("source"),
+        author=meta.author or front.get("author"),
+        url=meta.url or front.get("url"),
+        published=meta.published or front.get("published") or front.get("date"),
     )
+
+
+# A few lines of metadata need few YAML events and no nesting; anything past these is refused
+# before a single object is built (an alias bomb of 373 bytes expands to gigabytes).
+_YAML_EVENTS_MAX = 2_000
+_YAML_DEPTH_MAX = 8
+_ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}\b")
+
+
+def front_matter(source: str) -> dict[str, str]:
+    """The metadata keys of a YAML front matter, as short strings. Raises ArticleError with the
+    reason for anything else: aliases, deep nesting, a huge value, a date that does not exist."""
+    depth = events = 0
+    try:
+        for event in yaml.parse(source, Loader=yaml.SafeLoader):
+            events += 1
+            if isinstance(event, yaml.AliasEvent):
+                raise ArticleError("The front matter uses a YAML alias (*name); write each value out.")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > _YAML_DEPTH_MAX:
+                    raise ArticleError(f"The front matter is nested more than {_YAML_DEPTH_MAX} levels deep.")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            if events > _YAML_EVENTS_MAX:
+                raise ArticleError("The front matter is too long: a few lines of metadata are expected.")
+        # BaseLoader keeps every scalar as the text written: no int() of 5,000 digits, no
+        # datetime() of 2014-02-30.
+        loaded = yaml.load(source, Loader=yaml.BaseLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 2})" if mark is not None else ""
+        raise ArticleError(f"The front matter is not valid YAML{where}.") from None
+    if not isinstance(loaded, dict):
+        return {}
+    out: dict[str, str] = {}
+    for key in _META_KEYS:
+        value = loaded.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ArticleError(f"The front matter's {key} is a list or a mapping; it must be one line of text.")
+        if len(value) > META_VALUE_MAX:
+            raise ArticleError(f"The front matter's {key} is {len(value):,} characters long; the limit is {META_VALUE_MAX:,}.")
+        value = value.strip()
+        if key in ("published", "date") and _ISO_DATE.match(value) and parse_date(value) is None:
+            raise ArticleError(f"The front matter's {key} {value[:40]} is not a date that exists.")
+        if value:
+            out[key] = value
+    return out
 
 
 def parse_html(html: str, meta: Metadata = Metadata()) -> ArticleDraft:
     import trafilatura  # heavy import: only when an HTML article arrives
 
+    html = _HTML_LONG_TAG.sub(r"<\1>", html)
     try:
         doc = trafilatura.bare_extraction(
             html, url=meta.url, with_metadata=True, include_comments=False, include_tables=False, favor_precision=True
@@ -265,6 +337,8 @@ def parse_jsonl(text: str, name: str, *, max_bytes: int, first_line: int = 1):
                 record = json.loads(line)
             except ValueError:
                 raise ArticleError("not valid JSON") from None
+            except RecursionError:
+                raise ArticleError("JSON nested too deeply") from None
             if not isinstance(record, dict):
                 raise ArticleError("not a JSON object")
             body = record.get("text")
@@ -272,9 +346,11 @@ def parse_jsonl(text: str, name: str, *, max_bytes: int, first_line: int = 1):
                 raise ArticleError('no "text"')
             if record.get("format") == EXPORT_FORMAT:
                 # Our own export: already clean, so it is taken exactly as it was stored.
+                exported = _exported_draft(record)
+                exported.check_text()
                 yield ParsedItem(
                     where,
-                    draft=_exported_draft(record),
+                    draft=exported,
                     scope=_scope(record.get("scope")),
                     added_by=_short(record.get("added_by")),
                     added_at=_short(record.get("added_at")),
@@ -290,6 +366,7 @@ def parse_jsonl(text: str, name: str, *, max_bytes: int, first_line: int = 1):
             )
             if isinstance(record.get("caption"), str):
                 draft.caption = record["caption"]
+            draft.check_text()
             yield ParsedItem(where, draft=draft)
         except ArticleError as exc:
             yield ParsedItem(where, error=str(exc))
@@ -331,7 +408,9 @@ def read_file(path: Path, *, max_bytes: int, bulk_max_bytes: int) -> bytes:
 
 
 def _str(value: object) -> str | None:
-    if value is None:
+    """A metadata value as one short line of text; a structure or an oversize value is dropped
+    (str() of a 5,000-digit number or a 900-deep list raises)."""
+    if not isinstance(value, (str, float)) and not (isinstance(value, int) and abs(value) < 10**18):
         return None
     text = str(value).strip()
-    return text or None
+    return text[:META_VALUE_MAX] or None

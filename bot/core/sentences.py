@@ -74,38 +74,47 @@ def iter_blocks(text: str) -> list[tuple[int, int]]:
 
 
 def _line_units(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Cut a paragraph at line breaks that end a unit; join wrapped lines of running prose."""
+    """Cut a paragraph at line breaks that end a unit; join wrapped lines of running prose.
+    Each line is looked at once (a unit of 50,000 wrapped lines is never copied per line)."""
     units: list[tuple[int, int]] = []
     cur_start: int | None = None
     cur_end = start
+    # Whether the current unit's last line ends with closing punctuation: that is where it ends.
+    cur_terminal = False
     pos = start
-    for line in text[start:end].split("\n"):
-        line_start, line_end = pos, pos + len(line)
-        pos = line_end + 1
+    while pos <= end:
+        line_end = text.find("\n", pos, end)
+        if line_end < 0:
+            line_end = end
+        line_start, pos = pos, line_end + 1
+        line = text[line_start:line_end]
         stripped = line.strip()
         if not stripped:
             continue
         s = line_start + (len(line) - len(line.lstrip()))
         e = s + len(stripped)
+        terminal = bool(_TERMINAL.search(stripped[-16:]))
         if cur_start is None:
-            cur_start, cur_end = s, e
+            cur_start, cur_end, cur_terminal = s, e, terminal
             continue
-        previous = text[cur_start:cur_end]
         # A wrapped line continues when the previous one has no closing punctuation and this
         # one starts in lower case (or with a digit): that is mid-sentence, not a new unit.
-        continues = not _TERMINAL.search(previous) and (stripped[0].islower() or stripped[0].isdigit())
-        if continues or (not _TERMINAL.search(previous) and len(previous) > 60 and not _is_list_item(stripped)):
-            cur_end = e
+        continues = not cur_terminal and (stripped[0].islower() or stripped[0].isdigit())
+        if continues or (not cur_terminal and cur_end - cur_start > 60 and not _is_list_item(stripped)):
+            cur_end, cur_terminal = e, terminal
         else:
             units.append((cur_start, cur_end))
-            cur_start, cur_end = s, e
+            cur_start, cur_end, cur_terminal = s, e, terminal
     if cur_start is not None:
         units.append((cur_start, cur_end))
     return units
 
 
+_LIST_ITEM = re.compile(r"([-*•·▪]|\d{1,9}[.)])\s")
+
+
 def _is_list_item(line: str) -> bool:
-    return bool(re.match(r"^([-*•·▪]|\d+[.)])\s", line))
+    return bool(_LIST_ITEM.match(line))
 
 
 def split_sentences(text: str) -> list[Span]:
@@ -118,10 +127,38 @@ def split_sentences(text: str) -> list[Span]:
             # Punkt sees wrapped lines as one line; offsets still index the original text.
             flat = unit.replace("\n", " ")
             for s, e in tokenizer.span_tokenize(flat, realign_boundaries=True):
-                piece = text[u_start + s : u_start + e]
-                if piece.strip():
-                    spans.append(Span(paragraph, u_start + s, u_start + e, piece))
+                for p_start, p_end in _pieces(text, u_start + s, u_start + e):
+                    spans.append(Span(paragraph, p_start, p_end, text[p_start:p_end]))
     return spans
+
+
+# A "sentence" longer than this (a page with no full stop, a wall of ligatures) is cut at
+# spaces into pieces of about PIECE_CHARS: every word stays searchable, and no single sentence
+# costs the tokeniser, the index or a reply more than a bounded amount.
+MAX_SENTENCE_CHARS = 2_000
+PIECE_CHARS = 1_000
+
+
+def _pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) of the non-blank pieces of text[start:end], trimmed of surrounding spaces."""
+    out: list[tuple[int, int]] = []
+    while start < end:
+        while start < end and text[start].isspace():
+            start += 1
+        if end - start <= MAX_SENTENCE_CHARS:
+            cut = end
+        else:
+            limit = start + PIECE_CHARS
+            cut = max(text.rfind(" ", start + PIECE_CHARS // 2, limit), text.rfind("\n", start + PIECE_CHARS // 2, limit))
+            if cut < 0:
+                cut = limit  # no space to cut at: a hard cut keeps the piece bounded
+        stop = cut
+        while stop > start and text[stop - 1].isspace():
+            stop -= 1
+        if stop > start:
+            out.append((start, stop))
+        start = cut
+    return out
 
 
 def article_sentences(title: str, body: str, caption: str | None) -> list[SentenceRecord]:
@@ -132,9 +169,14 @@ def article_sentences(title: str, body: str, caption: str | None) -> list[Senten
         records.append(SentenceRecord(len(records), 0, "title", span.start, span.end, span.text, tuple(tokenize(span.text))))
     caption_key = " ".join(caption.split()) if caption else None
     blocks = iter_blocks(body)
+    kinds: dict[int, str] = {}  # per paragraph, not per sentence: a paragraph may hold 100,000
     for span in split_sentences(body):
-        b_start, b_end = blocks[span.paragraph]
-        kind = "caption" if caption_key and " ".join(body[b_start:b_end].split()) == caption_key else "body"
+        kind = kinds.get(span.paragraph)
+        if kind is None:
+            b_start, b_end = blocks[span.paragraph]
+            is_caption = caption_key and b_end - b_start <= 2 * len(caption_key) + 64
+            kind = "caption" if is_caption and " ".join(body[b_start:b_end].split()) == caption_key else "body"
+            kinds[span.paragraph] = kind
         records.append(
             SentenceRecord(len(records), span.paragraph + 1, kind, span.start, span.end, span.text, tuple(tokenize(span.text)))
         )
