@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Passage, QuestionError
 from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord, visible
-from .importers import Metadata, ParsedItem, jsonl_pieces, parse_bytes, read_file
+from .importers import Metadata, ParsedItem, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
 from .storage import CHANGE_LOG_RETENTION_SECONDS, ArticleStore, Change, IndexRow, StoreError, StoredSentence, paragraph_key
@@ -64,6 +64,7 @@ class Limits:
 class Added:
     article: ArticleInfo
     sentence_count: int
+    dropped: tuple[str, ...] = ()  # lines the cleaner left out as page debris
 
 
 @dataclass(slots=True)
@@ -73,7 +74,9 @@ class ImportSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     def line(self) -> str:
-        return f"added {len(self.added)}, duplicates {len(self.duplicates)}, failed {len(self.failed)}"
+        dropped = sum(len(a.dropped) for a in self.added)
+        debris = f" (dropped {dropped} line{'s' if dropped != 1 else ''} of page debris)" if dropped else ""
+        return f"added {len(self.added)}{debris}, duplicates {len(self.duplicates)}, failed {len(self.failed)}"
 
 
 def scopes_for(guild_id: int | None) -> tuple[int, ...]:
@@ -463,10 +466,12 @@ class Library:
         self, data: bytes, name: str, *, scope: int, added_by: str | None, meta: Metadata = Metadata()
     ) -> ImportSummary:
         """Pasted text or an uploaded file. Whole-input problems raise ArticleError."""
-        items = await asyncio.to_thread(parse_bytes, data, name, meta, max_bytes=self.limits.max_article_bytes)
         summary = ImportSummary()
         preparer = Preparer()
         try:
+            items = await preparer.parse_file(
+                data, name, meta, max_bytes=self.limits.max_article_bytes, piece_bytes=PARSE_PIECE_BYTES
+            )
             await self._store_batch(items, scope, added_by, summary, False, preparer, None)
         finally:
             await preparer.close()
@@ -514,14 +519,14 @@ class Library:
                     data = await asyncio.to_thread(
                         read_file, path, max_bytes=self.limits.max_article_bytes, bulk_max_bytes=self.limits.max_bulk_file_bytes
                     )
-                    pieces = await asyncio.to_thread(jsonl_pieces, data, str(path), PARSE_PIECE_BYTES)
-                    if pieces is not None:
-                        items = await preparer.parse(pieces, str(path), max_bytes=self.limits.max_article_bytes)
-                    else:
-                        items = await asyncio.to_thread(
-                            parse_bytes, data, str(path), _sidecar_meta(path), max_bytes=self.limits.max_article_bytes
-                        )
-                    del data, pieces
+                    items = await preparer.parse_file(
+                        data,
+                        str(path),
+                        _sidecar_meta(path),
+                        max_bytes=self.limits.max_article_bytes,
+                        piece_bytes=PARSE_PIECE_BYTES,
+                    )
+                    del data
                 except (ArticleError, OSError) as exc:
                     summary.failed.append((str(path), str(exc) if isinstance(exc, ArticleError) else exc.strerror or str(exc)))
                     continue
@@ -557,6 +562,9 @@ class Library:
         records = await preparer.run([item.draft for item in good])
         by_scope: dict[int, list[tuple[ParsedItem, list[SentenceRecord]]]] = {}
         for item, recs in zip(good, records):
+            if isinstance(recs, ArticleError):
+                summary.failed.append((item.where, str(recs)))
+                continue
             if not any(r.tokens for r in recs):
                 summary.failed.append((item.where, "The article has no searchable words."))
                 continue
@@ -582,13 +590,13 @@ class Library:
                     else:
                         article_id, ids = result
                         stored.append((article_id, ids, recs))
-                        added_ids.append((article_id, len(recs)))
+                        added_ids.append((article_id, len(recs), item.draft.dropped))  # type: ignore[union-attr]
                 await asyncio.to_thread(self._index_stored, scope, stored)
                 self._written(before)
             self._after_change()
             _freeze_heap()
-            infos = await self.store.articles_by_ids(a for a, _ in added_ids)
-            summary.added.extend(Added(infos[a], n) for a, n in added_ids)
+            infos = await self.store.articles_by_ids(a for a, _, _ in added_ids)
+            summary.added.extend(Added(infos[a], n, dropped) for a, n, dropped in added_ids)
         if progress:
             progress(len(items))
 
