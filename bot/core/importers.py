@@ -192,6 +192,8 @@ def parse_markdown(text: str, meta: Metadata = Metadata()) -> ArticleDraft:
     if match:
         front = front_matter(match.group(1))
         text = text[match.end() :]
+    elif text.startswith("---") and text.find("\n---", 0, 16 * FRONT_MATTER_MAX) > 0:
+        raise ArticleError(f"The front matter is longer than {FRONT_MATTER_MAX:,} characters: a few lines of metadata are expected.")
     title = meta.title or front.get("title")
     lines = []
     for line in _lines(text):

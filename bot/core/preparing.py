@@ -27,7 +27,8 @@ from pebble import ProcessExpired, ProcessPool
 
 from .articles import ArticleDraft, ArticleError, SentenceRecord
 from .importers import Metadata, ParsedItem, jsonl_pieces, parse_bytes, parse_jsonl_piece
-from .sentences import article_sentences
+from .sentences import article_sentences, punkt_tokenizer
+from .tokens import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ def _start_worker(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, daemon=True).start()
+    # Loaded now, not inside the first task's deadline.
+    punkt_tokenizer()
+    tokenize("warm")
 
 
 _pool: ProcessPool | None = None
