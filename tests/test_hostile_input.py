@@ -741,3 +741,62 @@ async def test_a_page_declaring_a_quadratic_charset_is_refused(tmp_path):
     finally:
         await lib.close()
         await runner.cleanup()
+
+
+def _run_bot(*args: str, db: Path, stdin: str | None = None):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DISCORD_TOKEN": "", "QUOTEBOT_CORPUS_DIR": str(repo / "corpus")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args, "--db", str(db)], input=stdin, capture_output=True, text=True, cwd=repo, env=env, timeout=180
+    )
+
+
+def _bad_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "alias.md").write_text(ALIAS_BOMB)
+    (folder / "date.md").write_text(FRONT_MATTER_BAD["date.md"][0])
+    lines = _json_lines(3)
+    lines.insert(1, '{"title": "Half", "text": "A lone surrogate \\udc00 here."}')
+    (folder / "feed.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "good.txt").write_text("Harbour\n\n" + STORY)
+    return folder
+
+
+def test_the_command_line_and_the_console_report_each_bad_item_and_store_the_rest(tmp_path):
+    folder = _bad_folder(tmp_path)
+    result = _run_bot("import", str(folder), db=tmp_path / "cli.sqlite3")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "added 4, duplicates 0, failed 3"
+    assert f"{folder / 'alias.md'}: The front matter uses a YAML alias" in result.stderr
+    assert "2014-02-30 is not a date" in result.stderr and f"{folder / 'feed.jsonl'}:2: the text holds half a surrogate pair" in result.stderr
+
+    console = _run_bot(db=tmp_path / "console.sqlite3", stdin=f"!article add {folder}\n!quit\n")
+    assert console.returncode == 0 and "Traceback" not in console.stderr
+    assert "Stored article 2: Ferry 0" in console.stdout and "Stored article 5: Harbour" in console.stdout
+    assert f"Not stored: {folder / 'alias.md'}: The front matter uses a YAML alias" in console.stdout
+    assert "An article id is a number" not in console.stdout
+
+
+async def test_a_manager_attaches_an_alias_bomb_on_discord_and_gets_the_reason(fake, tmp_path):
+    import discord.ext.test as dpytest
+
+    upload = tmp_path / "bomb.md"
+    upload.write_text(ALIAS_BOMB)
+    before = await fake.bot.library.count(scopes=None)
+    try:
+        await dpytest.message("!article add", channel=fake.channel_a, member=fake.admin_a, attachments=[str(upload)])
+    except Exception as exc:  # dpytest re-raises the command's error after the bot's handler replied
+        assert isinstance(exc.__cause__ or exc, ArticleError)
+    reply = dpytest.get_message()
+    assert "YAML alias" in reply.content
+    assert await fake.bot.library.count(scopes=None) == before
+
+    page = tmp_path / "page.txt"
+    page.write_text("Home | World | Sport\n\nShare\n\nHarbour\n\n" + STORY + "Back to top")
+    await dpytest.message("!article add", channel=fake.channel_a, member=fake.admin_a, attachments=[str(page)])
+    assert "Dropped 3 line(s) of page debris." in dpytest.get_message().content

@@ -354,7 +354,8 @@ def import_reply(summary: ImportSummary) -> Reply:
     for added in summary.added[:5]:
         info = added.article
         source = f" — {fit(one_line(info.source), 100)}" if info.source else ""
-        lines.append(f"Stored article {info.id}: **{fit(one_line(info.title), 200)}**{source} ({added.sentence_count} sentences).")
+        debris = f" Dropped {len(added.dropped)} line(s) of page debris." if added.dropped else ""
+        lines.append(f"Stored article {info.id}: **{fit(one_line(info.title), 200)}**{source} ({added.sentence_count} sentences).{debris}")
     if len(summary.added) > 5:
         lines.append(f"…and {len(summary.added) - 5} more.")
     for where, existing in summary.duplicates[:5]:

@@ -55,8 +55,9 @@ class ArticleDraft:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as exc:
+                shown = "text" if name == "body" else name
                 raise ArticleError(
-                    f"the {name} holds half a surrogate pair (\\u{ord(value[exc.start]):04x}), which is not text"
+                    f"the {shown} holds half a surrogate pair (\\u{ord(value[exc.start]):04x}), which is not text"
                 ) from None
 
     def content_hash(self) -> str:
@@ -80,6 +81,12 @@ class SentenceRecord:
     end: int
     text: str
     tokens: tuple[str, ...] = field(default=())
+
+    def __reduce__(self) -> tuple:
+        # Records come back from the worker processes by the ten thousand, unpickled in one
+        # call that holds the GIL: a constructor call each is twice as fast as the default
+        # slots state (a 2 MB article: ~45 ms instead of ~100 ms of stalled event loop).
+        return (SentenceRecord, (self.seq, self.paragraph, self.kind, self.start, self.end, self.text, self.tokens))
 
 
 @dataclass(frozen=True, slots=True)
