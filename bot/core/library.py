@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # Articles per transaction in a bulk import: fewer commits, and each article still whole.
 BULK_BATCH = 500
 INDEX_SLICE = 500  # sentences per index update in a bulk import
+INDEX_SLICE_TOKENS = 20_000  # ...and at most about this many tokens (a hostile article's sentences are long)
 PARSE_PIECE_BYTES = 1 << 20  # JSON Lines files larger than this are parsed in worker processes
 # How often a library looks for changes other processes made (a command-line import beside
 # the running bot); each look is one read of the generation counter.
@@ -605,8 +606,14 @@ class Library:
         (a batch is tens of thousands of rows: building them on the loop stalled it ~60 ms)."""
         rows = [row for article_id, ids, recs in stored for row in _index_rows(article_id, scope, ids, recs)]
         # In slices: one add holds the GIL for stretches that grow with its size.
-        for start in range(0, len(rows), INDEX_SLICE):
-            self.retriever.add(rows[start : start + INDEX_SLICE])
+        start = 0
+        while start < len(rows):
+            end, tokens = start + 1, len(rows[start].tokens)
+            while end < len(rows) and end - start < INDEX_SLICE and tokens + len(rows[end].tokens) <= INDEX_SLICE_TOKENS:
+                tokens += len(rows[end].tokens)
+                end += 1
+            self.retriever.add(rows[start:end])
+            start = end
 
     async def remove(self, article_id: int, *, scopes: Sequence[int] | None) -> ArticleInfo:
         """Remove an article the caller manages (`scopes` None: any). Raises ArticleError if not found."""

@@ -139,6 +139,20 @@ MAX_SENTENCE_CHARS = 2_000
 PIECE_CHARS = 1_000
 
 
+# Retrieval tokens kept per sentence. A sentence of at most MAX_SENTENCE_CHARS has fewer; only
+# text that NFKC expands (U+FDFA is one character and four words) reaches it, and the cap keeps
+# such an article's index no larger than an ordinary article of the same size.
+MAX_SENTENCE_TOKENS = 400
+
+
+def _tokens(text: str) -> tuple[str, ...]:
+    tokens = tokenize(text)
+    if len(tokens) > MAX_SENTENCE_TOKENS:
+        words = [t for t in tokens if not t.startswith("#")]
+        tokens = words[:MAX_SENTENCE_TOKENS] + [t for t in tokens if t.startswith("#")]
+    return tuple(tokens)
+
+
 def _pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """(start, end) of the non-blank pieces of text[start:end], trimmed of surrounding spaces."""
     out: list[tuple[int, int]] = []
@@ -166,7 +180,7 @@ def article_sentences(title: str, body: str, caption: str | None) -> list[Senten
     title), then the body's sentences (offsets into the body), each with its retrieval tokens."""
     records: list[SentenceRecord] = []
     for span in split_sentences(title):
-        records.append(SentenceRecord(len(records), 0, "title", span.start, span.end, span.text, tuple(tokenize(span.text))))
+        records.append(SentenceRecord(len(records), 0, "title", span.start, span.end, span.text, _tokens(span.text)))
     caption_key = " ".join(caption.split()) if caption else None
     blocks = iter_blocks(body)
     kinds: dict[int, str] = {}  # per paragraph, not per sentence: a paragraph may hold 100,000
@@ -178,6 +192,6 @@ def article_sentences(title: str, body: str, caption: str | None) -> list[Senten
             kind = "caption" if is_caption and " ".join(body[b_start:b_end].split()) == caption_key else "body"
             kinds[span.paragraph] = kind
         records.append(
-            SentenceRecord(len(records), span.paragraph + 1, kind, span.start, span.end, span.text, tuple(tokenize(span.text)))
+            SentenceRecord(len(records), span.paragraph + 1, kind, span.start, span.end, span.text, _tokens(span.text))
         )
     return records
