@@ -800,3 +800,38 @@ async def test_a_manager_attaches_an_alias_bomb_on_discord_and_gets_the_reason(f
     page.write_text("Home | World | Sport\n\nShare\n\nHarbour\n\n" + STORY + "Back to top")
     await dpytest.message("!article add", channel=fake.channel_a, member=fake.admin_a, attachments=[str(page)])
     assert "Dropped 3 line(s) of page debris." in dpytest.get_message().content
+
+
+def test_sigterm_during_an_import_of_slow_files_stops_it_and_its_workers(tmp_path):
+    """Before, parsing ran in threads that could not be stopped: a SIGTERM'd import ran on for
+    minutes. Now the workers parsing the current files are killed with it."""
+    import signal
+    import time
+
+    from test_faults import alive, descendants, start_cli
+
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    for i in range(12):  # each about as slow to split as the deadline allows: a minute in all
+        (folder / f"mr{i}.txt").write_text(f"Misters {i}\n\n" + "Mr. " * 300_000)
+    db = tmp_path / "library.sqlite3"
+    proc = start_cli("import", str(folder), db=db, out=tmp_path / "import")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(descendants(proc.pid)) < 2:
+            time.sleep(0.1)
+        time.sleep(2)  # the workers are splitting the first files now
+        workers = descendants(proc.pid)
+        assert proc.poll() is None and workers
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        grace = time.monotonic() + 10
+        while time.monotonic() < grace and any(alive(w) for w in workers):
+            time.sleep(0.1)
+        assert not [w for w in workers if alive(w)], "a worker of the stopped import kept running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = (tmp_path / "import.out").read_text()
+    assert "added" not in out  # stopped, not finished
+    assert "Traceback" not in (tmp_path / "import.err").read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -146,6 +147,11 @@ MAX_SENTENCE_TOKENS = 400
 
 
 def _tokens(text: str) -> tuple[str, ...]:
+    if not text.isascii():
+        ratio = len(unicodedata.normalize("NFKC", text)) / len(text)
+        if ratio > 3:
+            # An expansion bomb: tokenise only about as much as the cap will keep.
+            text = text[: max(1, int(MAX_SENTENCE_TOKENS * 8 / ratio))]
     tokens = tokenize(text)
     if len(tokens) > MAX_SENTENCE_TOKENS:
         words = [t for t in tokens if not t.startswith("#")]
