@@ -93,6 +93,9 @@ def _shared_pool() -> ProcessPool:
                 initializer=_start_worker,
                 initargs=(os.getpid(),),
             )
+            # The first task starts the workers (fork and exec): here, in a worker thread,
+            # not on the event loop.
+            _pool.schedule(os.getpid)
         return _pool
 
 
