@@ -118,6 +118,8 @@ def prepare(drafts: Sequence[ArticleDraft]) -> list[list[SentenceRecord] | str]:
             out.append(article_sentences(draft.title, draft.body, draft.caption))
         except MemoryError:
             out.append("The article is too large to split into sentences.")
+        except TimeoutError:  # NLTK runs Punkt's regexes under a time limit of its own
+            out.append("The article took too long to split into sentences and was stopped.")
         except Exception as exc:  # a bug or a library's limit on one article spares the others
             log.exception("Splitting one article failed")
             out.append(f"The article could not be split into sentences ({type(exc).__name__}).")
