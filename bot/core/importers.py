@@ -397,7 +397,13 @@ def _scope(value: object) -> int | None:
 
 def _short(value: object) -> str | None:
     """Provenance from an export: a short string, else none."""
-    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+    if not (isinstance(value, str) and 0 < len(value) <= 100):
+        return None
+    try:
+        value.encode("utf-8")  # half a surrogate pair is not text: SQLite would refuse the batch
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def read_file(path: Path, *, max_bytes: int, bulk_max_bytes: int) -> bytes:
