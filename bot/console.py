@@ -98,6 +98,11 @@ class Console:
                 self.say("  " + source_line(info.title, info.source, info.published, info.url, info.id))
                 for sentence in first:
                     self.say(f"  > {sentence}")
+                dropped = await self.library.dropped_lines(info.id)
+                if dropped:
+                    self.say(f"  Dropped as page debris when imported ({len(dropped)} line(s) kept):")
+                    for line in dropped:
+                        self.say(f"    {line}")
             elif action in ("remove", "delete") and args:
                 info = await self.library.remove(int(args[0]), scopes=None)
                 self.say(f"Removed article {info.id}: {info.title}")

@@ -594,6 +594,8 @@ async def test_a_story_paragraph_with_slashes_is_kept_and_dropped_debris_is_coun
         summary = await lib.add_bytes(page.encode(), "town.txt", scope=7, added_by="admin")
         assert summary.line() == "added 1 (dropped 4 lines of page debris), duplicates 0, failed 0"
         assert summary.added[0].dropped == draft.dropped
+        # Kept with the article, so a manager can see later what was left out.
+        assert await lib.dropped_lines(summary.added[0].article.id) == list(draft.dropped)
         # A lone coordinates paragraph is an article too, not "a title but no text".
         alone = await lib.add_bytes("Coordinates\n\n47°39′N 9°19′E / 47.650°N 9.317°E / 47.650; 9.317.".encode(), "c.txt", scope=7, added_by="admin")
         assert len(alone.added) == 1
@@ -775,9 +777,12 @@ def test_the_command_line_and_the_console_report_each_bad_item_and_store_the_res
     assert f"{folder / 'alias.md'}: The front matter uses a YAML alias" in result.stderr
     assert "2014-02-30 is not a date" in result.stderr and f"{folder / 'feed.jsonl'}:2: the text holds half a surrogate pair" in result.stderr
 
-    console = _run_bot(db=tmp_path / "console.sqlite3", stdin=f"!article add {folder}\n!quit\n")
+    page = tmp_path / "page.txt"
+    page.write_text("Home | World | Sport\n\nShare\n\nLake town\n\n" + STORY + "Back to top")
+    console = _run_bot(db=tmp_path / "console.sqlite3", stdin=f"!article add {folder}\n!article add {page}\n!article show 6\n!quit\n")
     assert console.returncode == 0 and "Traceback" not in console.stderr
     assert "Stored article 2: Ferry 0" in console.stdout and "Stored article 5: Harbour" in console.stdout
+    assert "Dropped as page debris when imported (3 line(s) kept):\n    Home | World | Sport\n    Share\n    Back to top" in console.stdout
     assert f"Not stored: {folder / 'alias.md'}: The front matter uses a YAML alias" in console.stdout
     assert "An article id is a number" not in console.stdout
 

@@ -633,6 +633,10 @@ class Library:
             raise ArticleError(f"No article {article_id} here.")
         return info
 
+    async def dropped_lines(self, article_id: int) -> list[str]:
+        """The lines the importer dropped from the article as page debris (the first few KB)."""
+        return await self.store.dropped_lines(article_id)
+
     async def first_sentences(self, article_id: int, n: int = 3) -> list[str]:
         return [s.text for s in await self.store.sentences_of(article_id, limit=n + 1) if s.kind != "title"][:n]
 

@@ -227,8 +227,12 @@ MIGRATIONS: tuple[str | Callable[[aiosqlite.Connection], Awaitable[None]], ...] 
     ALTER TABLE changes ADD COLUMN at INTEGER NOT NULL DEFAULT 0;
     UPDATE changes SET at = CAST(strftime('%s', 'now') AS INTEGER);
     """,
+    # The lines the importer dropped as page debris (the first DROPPED_MAX_CHARS of them), so a
+    # manager can see what was left out of an article.
+    "ALTER TABLE articles ADD COLUMN dropped TEXT;",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+DROPPED_MAX_CHARS = 4_000
 
 # Change-log entries younger than this are never trimmed. Every process polls the log twice a
 # second, so a live one is never that far behind; one that is (suspended, or a cache file
@@ -474,10 +478,10 @@ class ArticleStore:
             return DuplicateArticle(row[0])
         cur = await self._writer.execute(
             "INSERT INTO articles (scope, title, source, author, url, published, caption, body,"
-            " added_by, added_at, content_hash, sentence_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " added_by, added_at, content_hash, sentence_count, dropped) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 scope, draft.title, draft.source, draft.author, draft.url, draft.published,
-                draft.caption, draft.body, added_by, added_at, content_hash, len(sentences),
+                draft.caption, draft.body, added_by, added_at, content_hash, len(sentences), _dropped(draft.dropped),
             ),
         )
         article_id = cur.lastrowid
@@ -666,6 +670,11 @@ class ArticleStore:
         )
         return [ArticleInfo(*row) for row in rows]
 
+    async def dropped_lines(self, article_id: int) -> list[str]:
+        """The page-debris lines dropped from an article when it was imported (the first few KB)."""
+        rows = await self._fetch("SELECT dropped FROM articles WHERE id = ?", (article_id,))
+        return rows[0][0].split("\n") if rows and rows[0][0] else []
+
     async def article_text(self, article_id: int) -> tuple[str, str] | None:
         """(title, body) as stored."""
         rows = await self._fetch("SELECT title, body FROM articles WHERE id = ?", (article_id,))
@@ -793,3 +802,15 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
                 raise
     finally:
         await conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _dropped(lines: Sequence[str]) -> str | None:
+    """As many whole dropped lines as fit in DROPPED_MAX_CHARS, one a line (kept small: a page
+    of 100,000 debris lines is not stored twice)."""
+    kept, size = [], 0
+    for line in lines:
+        size += len(line) + 1
+        if size > DROPPED_MAX_CHARS:
+            break
+        kept.append(line)
+    return "\n".join(kept) or None
