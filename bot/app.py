@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .core.library import Library, Limits
+from .core.stores import open_store
 from .settings import Settings
 
 
@@ -14,6 +15,9 @@ def limits_from(settings: Settings) -> Limits:
 
 
 async def open_library(settings: Settings) -> Library:
+    """The store the settings name (PostgreSQL for a database URL, else the SQLite file), and
+    the library over it; closing the library closes the store."""
+    store = await open_store(settings.store_target(), pool_size=settings.database_pool_size)
     return await Library.open(
-        settings.db_path, limits=limits_from(settings), top_k=settings.top_k, corpus_dir=settings.corpus_dir
+        store, limits=limits_from(settings), top_k=settings.top_k, corpus_dir=settings.corpus_dir
     )

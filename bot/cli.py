@@ -16,6 +16,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from .app import open_library
 from .core.answers import QuestionError
 from .core.articles import GLOBAL_SCOPE, ArticleError
@@ -23,6 +25,7 @@ from .core.library import Library, collect_files
 from .core.render import answer_json, answer_text, article_dict, article_row, to_json
 from .core.text_safety import terminal_safe
 from .core.storage import MAX_ID, StoreError
+from .core.stores import is_postgres_url
 from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ def parse_top(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, help="library database (default: from settings)")
+    parser.add_argument("--db", help="library database: a SQLite file or a postgresql:// URL (default: from settings)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command")
 
@@ -78,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write the whole library as JSON Lines")
     exp.add_argument("path", help="output file ('-' for standard output)")
     for p in (ask, lst, imp, exp):
-        p.add_argument("--db", type=Path, default=argparse.SUPPRESS, help="library database")
+        p.add_argument("--db", default=argparse.SUPPRESS, help="library database: a SQLite file or a postgresql:// URL")
     return parser
 
 
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     if args.db is not None:
-        settings = settings.model_copy(update={"db_path": args.db})
+        settings = with_database(settings, args.db)
     _setup_logging(args.verbose)
     command = args.command or "run"
     try:
@@ -104,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
+
+
+def with_database(settings: Settings, db: str) -> Settings:
+    """`--db`: a postgresql:// URL, or a SQLite file (which then wins over a URL in the settings)."""
+    if is_postgres_url(db):
+        return settings.model_copy(update={"database_url": SecretStr(db)})
+    return settings.model_copy(update={"db_path": Path(db), "database_url": None})
 
 
 def run_until_signal(coro: Coroutine[Any, Any, int]) -> int:

@@ -19,6 +19,7 @@ from .core.articles import GLOBAL_SCOPE, ArticleError
 from .core.fetch import FetchPolicy
 from .core.library import Library
 from .core.storage import StoreError
+from .core.stores import describe
 from .core.render import answer_text, article_row, source_line
 from .core.text_safety import terminal_safe
 from .settings import Settings
@@ -142,7 +143,7 @@ async def run_console(settings: Settings, stdin: TextIO = sys.stdin) -> int:
     console = Console(library, settings)
     count = await library.count(scopes=None)
     interactive = stdin.isatty()
-    console.say(f"Quotebot console: {count} article(s) in {settings.db_path}. Type a question, or !help.")
+    console.say(f"Quotebot console: {count} article(s) in {describe(settings.store_target())}. Type a question, or !help.")
     try:
         while True:
             if interactive:

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     # The token is the one setting without the prefix: it is what every discord.py guide calls it.
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
     db_path: Path = Field(default_factory=default_db_path)
+    # postgresql://user:password@host:port/dbname selects PostgreSQL instead of the SQLite file
+    # at db_path. A SecretStr: the URL may carry a password.
+    database_url: SecretStr | None = None
+    # Connections each process may open to PostgreSQL (reads run side by side, writes one at a time).
+    database_pool_size: int = Field(default=4, ge=1, le=100)
     corpus_dir: Path = DEFAULT_CORPUS_DIR
     command_prefix: str = "!"
 
@@ -48,6 +53,17 @@ class Settings(BaseSettings):
     fetch_max_bytes: int = Field(default=2_000_000, ge=1_000)
     fetch_max_redirects: int = Field(default=3, ge=0)
     allow_private_urls: bool = False
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def store_target(self) -> Path | str:
+        """What the store opens: the PostgreSQL URL when one is set, else the SQLite file."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value().strip()
+        return self.db_path
 
     @field_validator("manager_role_ids", "answer_channel_ids", mode="before")
     @classmethod

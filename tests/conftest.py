@@ -25,6 +25,7 @@ from discord.ext import commands
 from bot.core.library import Library
 from bot.discord_bot import INITIAL_EXTENSIONS, QuoteBot
 from bot.settings import Settings
+from postgres import pg_url, postgres_server  # noqa: F401  (fixtures: a throwaway PostgreSQL)
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_ARTICLE = ROOT / "corpus" / "000_07a41ce63a0344ef.txt"

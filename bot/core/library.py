@@ -21,7 +21,8 @@ from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, Dup
 from .importers import Metadata, ParsedItem, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
-from .storage import CHANGE_LOG_RETENTION_SECONDS, ArticleStore, Change, IndexRow, StoreError, StoredSentence, paragraph_key
+from .storage import CHANGE_LOG_RETENTION_SECONDS, Change, IndexRow, StoreError, StoredSentence, paragraph_key
+from .stores import Store, open_store
 from .tokens import TOKENIZER_VERSION, normalise, tokenize
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def scopes_for(guild_id: int | None) -> tuple[int, ...]:
 
 
 class Library:
-    def __init__(self, store: ArticleStore, retriever: Retriever, limits: Limits, top_k: int = 3) -> None:
+    def __init__(self, store: Store, retriever: Retriever, limits: Limits, top_k: int = 3) -> None:
         self.store = store
         self.retriever = retriever
         self.limits = limits
@@ -113,14 +114,15 @@ class Library:
     @classmethod
     async def open(
         cls,
-        db_path: Path | str,
+        target: Store | Path | str,
         *,
         limits: Limits = Limits(),
         top_k: int = 3,
         corpus_dir: Path | None = None,
     ) -> Library:
-        """Open the store, load or build the index, and import `corpus_dir` into a new library."""
-        store = await ArticleStore.open(db_path)
+        """Open the store (or take `target`, an open one: the library closes it), load or
+        build the index, and import `corpus_dir` into a new library."""
+        store = await open_store(target) if isinstance(target, (str, Path)) else target
         try:
             library = cls(store, Retriever(), limits, top_k)
             stored_version = await store.tokenizer_version()
@@ -718,7 +720,7 @@ def _sidecar_meta(path: Path) -> Metadata:
     return Metadata(**{k: str(v) for k, v in data.items() if k in Metadata.__slots__ and v})
 
 
-def _cache_path(db_path: Path) -> Path | None:
-    if str(db_path) == ":memory:":
+def _cache_path(db_path: Path | None) -> Path | None:
+    if db_path is None or str(db_path) == ":memory:":
         return None
     return db_path.with_name(db_path.name + ".index")

@@ -1,0 +1,93 @@
+"""One store interface, two implementations: SQLite (storage.py, the default) and PostgreSQL
+(pg_store.py, for many processes). `open_store` picks one from a target: a PostgreSQL URL or
+a file path."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from .articles import ArticleDraft, ArticleInfo, DuplicateArticle, SentenceRecord
+from .storage import ArticleStore, IndexRow, StoredSentence
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+class Store(Protocol):
+    """What the library needs from a store. Both implementations raise StoreError (and
+    StoreBusy for a write that could not be made) from bot.core.storage."""
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (the index cache lives beside it); None for a server database."""
+
+    async def close(self) -> None: ...
+
+    async def add_articles(
+        self,
+        batch: Sequence[tuple[ArticleDraft, Sequence[SentenceRecord]]],
+        *,
+        scope: int,
+        added_by: str | None,
+    ) -> list[tuple[int, list[int]] | DuplicateArticle]: ...
+
+    async def remove_article(self, article_id: int) -> list[int]: ...
+
+    async def retokenise(self, tokenize: Callable[[str], Sequence[str]], version: int, *, batch: int = ...) -> int: ...
+
+    async def tokenizer_version(self) -> int: ...
+
+    async def generation(self) -> int: ...
+
+    async def forget_changes(self, generation: int) -> None: ...
+
+    async def changes_since(self, generation: int) -> tuple[set[int], set[int]] | None: ...
+
+    async def count_articles(self, scope: int | None = None) -> int: ...
+
+    async def get_article(self, article_id: int) -> ArticleInfo | None: ...
+
+    async def articles_by_ids(self, ids: Iterable[int]) -> dict[int, ArticleInfo]: ...
+
+    async def list_articles(
+        self, scopes: Sequence[int] | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[ArticleInfo]: ...
+
+    async def article_text(self, article_id: int) -> tuple[str, str] | None: ...
+
+    async def sentences_of(self, article_id: int, limit: int = -1) -> list[StoredSentence]: ...
+
+    async def sentences_by_ids(self, ids: Iterable[int]) -> dict[int, StoredSentence]: ...
+
+    async def neighbours(self, article_id: int, seqs: Iterable[int]) -> dict[int, StoredSentence]: ...
+
+    def iter_index_rows(self, batch: int = ...) -> AsyncIterator[list[IndexRow]]: ...
+
+    async def index_rows_of(self, article_ids: Iterable[int]) -> list[IndexRow]: ...
+
+    def iter_articles(self, batch: int = ...) -> AsyncIterator[list[tuple]]: ...
+
+
+def is_postgres_url(target: Path | str) -> bool:
+    return isinstance(target, str) and urlsplit(target).scheme in POSTGRES_SCHEMES
+
+
+def describe(target: Path | str) -> str:
+    """The target as it may be logged or shown: a URL's password is masked."""
+    if not is_postgres_url(target):
+        return str(target)
+    parts = urlsplit(str(target))
+    if parts.password is None:
+        return str(target)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+async def open_store(target: Path | str, *, pool_size: int = 4) -> Store:
+    """PostgreSQL for a postgresql:// URL, else the SQLite file at `target`."""
+    if is_postgres_url(target):
+        from .pg_store import PgArticleStore  # asyncpg is loaded only by those who use it
+
+        return await PgArticleStore.open(str(target), pool_size=pool_size)
+    return await ArticleStore.open(target)

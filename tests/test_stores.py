@@ -1,0 +1,415 @@
+"""The same library stories over both stores: the SQLite file (the default) and PostgreSQL
+(the throwaway server of tests/postgres.py). Then what only a server database can do to us:
+a connection killed in the middle of an import, the server restarted under a running bot, two
+processes writing at once."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from bot.app import open_library
+from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, DuplicateArticle
+from bot.core.library import BULK_BATCH, Library
+from bot.core.pg_store import CHANGES_CHANNEL, PgArticleStore
+from bot.core.storage import ArticleStore, StoreBusy, StoreError
+from bot.core.stores import Store, describe, open_store
+from conftest import ROOT, SEED_ARTICLE, make_settings
+from postgres import PostgresServer
+
+SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+
+def place(i: int) -> str:
+    """A made-up town name per number, a word no other article uses ("Bakedo", "Bakefi", ...)."""
+    return "Ba" + "".join(SYLLABLES[(i // len(SYLLABLES) ** k) % len(SYLLABLES)] for k in range(3))
+
+
+TOPICS = ("school", "railway", "museum", "festival", "hospital", "market", "library", "stadium")
+
+
+async def background(library: Library) -> int:
+    """Unrelated stories, so BM25 has a collection to weigh words against; how many."""
+    for topic in TOPICS:
+        await library.add_draft(
+            ArticleDraft(title=f"{topic} news", body=f"The {topic} committee met on Monday about the {topic} budget."),
+            scope=GLOBAL_SCOPE,
+            added_by="corpus",
+        )
+    return len(TOPICS)
+
+
+def harbour_story(i: int) -> dict:
+    town = place(i)
+    return {
+        "title": f"Harbour of {town} reopens",
+        "text": (
+            f"The harbour of {town} reopened on Monday after the winter storms.\n\n"
+            f"Fishermen in {town} said the new breakwater held during the last gale. "
+            f"The mayor of {town} thanked the engineers."
+        ),
+        "source": "Coastal Gazette",
+        "published": "2026-03-01",
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where the library lives: a SQLite file, or a fresh database on the throwaway server."""
+    if request.param == "sqlite":
+        return tmp_path / "library.sqlite3"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest_asyncio.fixture
+async def lib(target: Path | str) -> AsyncIterator[Library]:
+    library = await Library.open(target, corpus_dir=None)
+    try:
+        yield library
+    finally:
+        await library.close()
+
+
+async def stored_sentence_ids(store: Store) -> list[int]:
+    return [row.sentence_id async for rows in store.iter_index_rows() for row in rows]
+
+
+async def index_matches_store(library: Library) -> None:
+    """The index holds exactly the sentences the store holds, and every article all of its own."""
+    ids = await stored_sentence_ids(library.store)
+    assert len(library.retriever) == len(ids)
+    assert all(i in library.retriever.index for i in ids)
+    for info in await library.store.list_articles(limit=-1):
+        assert len(await library.store.sentences_of(info.id)) == info.sentence_count
+
+
+# --- the same story on both stores ----------------------------------------------------------------
+
+
+async def test_an_added_article_answers_with_its_source(lib: Library) -> None:
+    summary = await lib.add_bytes(SEED_ARTICLE.read_bytes(), SEED_ARTICLE.name, scope=GLOBAL_SCOPE, added_by="admin")
+    assert len(summary.added) == 1
+    article = summary.added[0].article
+    answer = await lib.ask("who released the footage?")
+    assert answer.passages, answer
+    top = answer.passages[0]
+    assert top.article_id == article.id
+    assert top.source == "Agence France-Presse"
+    title, body = await lib.store.article_text(article.id)
+    assert top.text in body  # quoted word for word
+    assert (await lib.store.get_article(article.id)).added_by == "admin"
+
+
+async def test_a_removed_article_no_longer_answers(lib: Library) -> None:
+    others = await background(lib)
+    added = await lib.add_draft(ArticleDraft(**_draft(harbour_story(1))), scope=GLOBAL_SCOPE, added_by="admin")
+    kept = await lib.add_draft(ArticleDraft(**_draft(harbour_story(2))), scope=GLOBAL_SCOPE, added_by="admin")
+    town = place(1)
+    assert (await lib.ask(f"when did the harbour of {town} reopen?")).passages[0].article_id == added.article.id
+
+    await lib.remove(added.article.id, scopes=None)
+
+    answer = await lib.ask(f"when did the harbour of {town} reopen?")
+    assert added.article.id not in [p.article_id for p in answer.passages]
+    assert await lib.store.get_article(added.article.id) is None
+    assert await lib.store.sentences_of(added.article.id) == []
+    with pytest.raises(ArticleError):
+        await lib.remove(added.article.id, scopes=None)
+    assert [i.id for i in await lib.store.list_articles(limit=1)] == [kept.article.id]
+    assert await lib.store.count_articles() == others + 1
+    await index_matches_store(lib)
+
+
+async def test_the_same_article_twice_is_refused_and_changes_nothing(lib: Library) -> None:
+    story = _draft(harbour_story(3))
+    first = await lib.add_draft(ArticleDraft(**story), scope=GLOBAL_SCOPE, added_by="admin")
+    generation = await lib.store.generation()
+    with pytest.raises(DuplicateArticle) as refused:
+        await lib.add_draft(ArticleDraft(**story), scope=GLOBAL_SCOPE, added_by="admin")
+    assert refused.value.existing_id == first.article.id
+    assert await lib.store.count_articles() == 1
+    assert await lib.store.generation() == generation
+    # The same text in a server is that server's own article, not a duplicate of the global one.
+    own = await lib.add_draft(ArticleDraft(**story), scope=101, added_by="admin")
+    assert own.article.id != first.article.id
+
+
+async def test_a_bulk_import_stores_every_article_whole_and_each_answers(lib: Library, tmp_path: Path) -> None:
+    count = BULK_BATCH + 100  # more than one transaction
+    bulk = tmp_path / "harbours.jsonl"
+    lines = [json.dumps(harbour_story(i)) for i in range(count)]
+    lines.insert(7, json.dumps(harbour_story(5)))  # a copy inside the same file
+    bulk.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    summary = await lib.import_paths([bulk], scope=GLOBAL_SCOPE, added_by="cli")
+
+    assert (len(summary.added), len(summary.duplicates), len(summary.failed)) == (count, 1, 0)
+    ids = [a.article.id for a in summary.added]
+    assert len(set(ids)) == count
+    assert summary.duplicates[0][1] == ids[5]
+    assert await lib.store.count_articles() == count
+    await index_matches_store(lib)
+    for i in (0, 250, count - 1):
+        answer = await lib.ask(f"what did the mayor of {place(i)} say?")
+        assert answer.passages and answer.passages[0].article_id == ids[i]
+        assert answer.passages[0].source == "Coastal Gazette"
+
+
+async def test_the_change_log_lists_each_change_once_in_the_order_made(target: Path | str) -> None:
+    store = await open_store(target)
+    try:
+        start = await store.generation()
+        first = await _add(store, 10)
+        second = await _add(store, 11)
+        removed = await store.remove_article(first[0])
+        assert removed == first[1]
+        assert await store.generation() == start + 3
+        # Everything since the start: the removed sentences, and both added articles (the first
+        # is gone, so a replica catching up finds no rows for it).
+        assert await store.changes_since(start) == (set(first[1]), {first[0], second[0]})
+        assert await store.changes_since(start + 2) == (set(first[1]), set())
+        assert await store.changes_since(start + 3) == (set(), set())
+        assert await store.changes_since(start + 4) is None  # from the future: rebuild
+        assert [r.sentence_id for r in await store.index_rows_of([first[0], second[0]])] == second[1]
+
+        await store.forget_changes(start + 2)
+        assert await store.changes_since(start) is None  # the log no longer covers it
+        assert await store.changes_since(start + 2) == (set(first[1]), set())
+    finally:
+        await store.close()
+
+
+async def test_an_unknown_article_reads_as_nothing(target: Path | str) -> None:
+    store = await open_store(target)
+    try:
+        assert await store.get_article(404) is None
+        assert await store.article_text(404) is None
+        assert await store.sentences_by_ids([404]) == {}
+        assert await store.neighbours(404, [0, 1]) == {}
+        assert await store.remove_article(404) == []
+        article_id, sentence_ids = await _add(store, 12)
+        found = await store.neighbours(article_id, [0, 1, 99])
+        assert sorted(found) == [0, 1] and found[1].id == sentence_ids[1]
+        by_id = await store.sentences_by_ids(sentence_ids[:2])
+        assert sorted(by_id) == sentence_ids[:2] and by_id[sentence_ids[0]].kind == "title"
+        assert await store.list_articles([999]) == []
+        assert [i.id for i in await store.list_articles([GLOBAL_SCOPE], limit=-1)] == [article_id]
+    finally:
+        await store.close()
+
+
+async def test_settings_choose_the_store(tmp_path: Path, pg_url: str) -> None:
+    sqlite = await open_library(make_settings(tmp_path))
+    try:
+        assert isinstance(sqlite.store, ArticleStore)
+    finally:
+        await sqlite.close()
+    postgres = await open_library(make_settings(tmp_path, database_url=pg_url))
+    try:
+        assert isinstance(postgres.store, PgArticleStore)
+        assert postgres.store.path is None  # no index cache file for a server database
+    finally:
+        await postgres.close()
+
+
+# --- what a server database adds ------------------------------------------------------------------
+
+
+async def test_article_ids_are_never_reused(pg_url: str) -> None:
+    store = await open_store(pg_url)
+    try:
+        article_id, sentence_ids = await _add(store, 20)
+        await store.remove_article(article_id)
+        again, again_sentences = await _add(store, 20)
+        assert again > article_id
+        assert min(again_sentences) > max(sentence_ids)
+    finally:
+        await store.close()
+
+
+async def test_a_connection_killed_mid_import_leaves_nothing_half_written(
+    postgres_server: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    lib = await Library.open(pg_url, corpus_dir=None)
+    admin, watcher = await asyncpg.connect(pg_url), await asyncpg.connect(pg_url)
+    try:
+        others = await background(lib)
+        before = await lib.add_draft(ArticleDraft(**_draft(harbour_story(0))), scope=GLOBAL_SCOPE, added_by="admin")
+        generation = await lib.store.generation()
+        bulk = tmp_path / "bulk.jsonl"
+        bulk.write_text("".join(json.dumps(harbour_story(i)) + "\n" for i in range(1, 41)), encoding="utf-8")
+
+        # Hold the change log so the import's transaction stops after writing its articles and
+        # sentences; kill its connection there, every time it tries again.
+        await admin.execute("BEGIN; LOCK TABLE changes IN ACCESS EXCLUSIVE MODE")
+        importing = asyncio.create_task(lib.import_paths([bulk], scope=GLOBAL_SCOPE, added_by="cli"))
+        kills = 0
+        while not importing.done():
+            pid = await _blocked_backend(watcher)
+            if pid is not None:
+                # It has written its articles and sentences inside the open transaction.
+                kills += await watcher.fetchval("SELECT pg_terminate_backend($1)", pid)
+            await asyncio.sleep(0.02)
+        with pytest.raises(StoreBusy):
+            await importing
+        await admin.execute("ROLLBACK")
+        assert kills >= 2  # the first try and at least one retry, all killed mid-transaction
+
+        assert await lib.store.count_articles() == others + 1
+        assert (await lib.store.list_articles(limit=1))[0].id == before.article.id
+        assert await lib.store.generation() == generation
+        assert await admin.fetchval("SELECT count(*) FROM sentences") == await admin.fetchval(
+            "SELECT sum(sentence_count) FROM articles"
+        )
+        assert await lib.store.changes_since(generation) == (set(), set())
+        await index_matches_store(lib)
+
+        # The bot carries on: the same import, with no one killing it, stores every article once.
+        summary = await lib.import_paths([bulk], scope=GLOBAL_SCOPE, added_by="cli")
+        assert (len(summary.added), len(summary.duplicates), len(summary.failed)) == (40, 0, 0)
+        assert await lib.store.count_articles() == others + 41
+        await index_matches_store(lib)
+        assert (await lib.ask(f"what did the mayor of {place(17)} say?")).passages[0].title == f"Harbour of {place(17)} reopens"
+    finally:
+        await admin.close()
+        await watcher.close()
+        await lib.close()
+
+
+async def test_a_write_whose_connection_dies_once_is_tried_again_and_stored_once(pg_url: str) -> None:
+    lib = await Library.open(pg_url, corpus_dir=None)
+    admin, watcher = await asyncpg.connect(pg_url), await asyncpg.connect(pg_url)
+    try:
+        others = await background(lib)
+        await admin.execute("BEGIN; LOCK TABLE changes IN ACCESS EXCLUSIVE MODE")
+        adding = asyncio.create_task(lib.add_draft(ArticleDraft(**_draft(harbour_story(30))), scope=101, added_by="admin"))
+        while (pid := await _blocked_backend(watcher)) is None:
+            await asyncio.sleep(0.02)
+        assert await watcher.fetchval("SELECT pg_terminate_backend($1)", pid)
+        while await _blocked_backend(watcher) in (None, pid):  # the retry, on a new connection
+            await asyncio.sleep(0.02)
+        await admin.execute("ROLLBACK")
+        added = await adding
+        assert await lib.store.count_articles() == others + 1
+        assert (await lib.ask(f"when did the harbour of {place(30)} reopen?", guild_id=101)).passages[0].article_id == added.article.id
+        await index_matches_store(lib)
+    finally:
+        await admin.close()
+        await watcher.close()
+        await lib.close()
+
+
+async def test_the_library_carries_on_after_the_server_restarts(postgres_server: PostgresServer, pg_url: str) -> None:
+    lib = await Library.open(pg_url, corpus_dir=None)
+    try:
+        await background(lib)
+        first = await lib.add_draft(ArticleDraft(**_draft(harbour_story(40))), scope=GLOBAL_SCOPE, added_by="admin")
+
+        await asyncio.to_thread(postgres_server.restart)  # every connection of the pool is dropped
+
+        answer = await lib.ask(f"when did the harbour of {place(40)} reopen?")
+        assert answer.passages and answer.passages[0].article_id == first.article.id
+        second = await lib.add_draft(ArticleDraft(**_draft(harbour_story(41))), scope=GLOBAL_SCOPE, added_by="admin")
+        assert (await lib.ask(f"when did the harbour of {place(41)} reopen?")).passages[0].article_id == second.article.id
+        await lib.remove(first.article.id, scopes=None)
+        answer = await lib.ask(f"when did the harbour of {place(40)} reopen?")
+        assert first.article.id not in [p.article_id for p in answer.passages]
+        await index_matches_store(lib)
+    finally:
+        await lib.close()
+
+
+async def test_generations_follow_the_order_changes_commit_in_across_processes(pg_url: str) -> None:
+    """Two stores (as two bot processes would have) write at once; every change gets the next
+    generation in commit order, and the notifications arrive in that order with no gap."""
+    heard: list[int] = []
+    listener = await asyncpg.connect(pg_url)
+    stores = [await open_store(pg_url) for _ in range(2)]
+    try:
+        await listener.add_listener(CHANGES_CHANNEL, lambda *args: heard.append(int(args[3])))
+
+        added_ids: set[int] = set()
+        removed_ids: set[int] = set()
+
+        async def writer(store: Store, offset: int) -> None:
+            for i in range(offset, offset + 15):
+                article_id, sentence_ids = await _add(store, i)
+                added_ids.add(article_id)
+                if i % 3 == 0:
+                    assert await store.remove_article(article_id) == sentence_ids
+                    removed_ids.update(sentence_ids)
+
+        await asyncio.gather(writer(stores[0], 100), writer(stores[1], 200))
+        total = 30 + 10
+        for _ in range(100):
+            if len(heard) == total:
+                break
+            await asyncio.sleep(0.02)
+        assert heard == list(range(1, total + 1))
+        assert await stores[1].generation() == total
+        assert await stores[0].changes_since(0) == (removed_ids, added_ids)
+    finally:
+        for store in stores:
+            await store.close()
+        await listener.close()
+
+
+async def test_a_bad_database_url_is_a_short_error_without_the_password() -> None:
+    url = "postgresql://quotebot:hunter2@127.0.0.1:1/library"
+    with pytest.raises(StoreError) as failed:
+        await open_store(url)
+    assert "hunter2" not in str(failed.value)
+    assert "127.0.0.1" in str(failed.value)
+    assert describe(url) == "postgresql://quotebot:***@127.0.0.1:1/library"
+
+
+def test_the_command_line_imports_into_postgresql_and_another_process_answers(pg_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "QUOTEBOT_CORPUS_DIR": str(tmp_path / "none"), "DISCORD_TOKEN": ""}
+    imported = subprocess.run(
+        [sys.executable, "-m", "bot", "--db", pg_url, "import", str(SEED_ARTICLE)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "added 1, duplicates 0, failed 0" in imported.stdout
+    asked = subprocess.run(
+        [sys.executable, "-m", "bot", "ask", "--db", pg_url, "--json", "who released the footage?"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert answer["answered"] and answer["passages"][0]["source"] == "Agence France-Presse"
+    assert "Kim" in answer["passages"][0]["text"] or "footage" in answer["passages"][0]["text"]
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _draft(story: dict) -> dict:
+    return {"title": story["title"], "body": story["text"], "source": story["source"], "published": story["published"]}
+
+
+async def _add(store: Store, i: int) -> tuple[int, list[int]]:
+    """One harbour story straight into a store, split as the library would."""
+    from bot.core.sentences import article_sentences
+
+    draft = ArticleDraft(**_draft(harbour_story(i)))
+    records = article_sentences(draft.title, draft.body, draft.caption)
+    [result] = await store.add_articles([(draft, records)], scope=GLOBAL_SCOPE, added_by="test")
+    assert not isinstance(result, DuplicateArticle)
+    return result
+
+
+async def _blocked_backend(watcher: asyncpg.Connection) -> int | None:
+    """The bot's connection that waits for a lock (on the held change log), if any. Asked
+    outside any transaction: inside one, pg_stat_activity keeps showing its first snapshot."""
+    return await watcher.fetchval(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'quotebot' AND wait_event_type = 'Lock' LIMIT 1"
+    )
