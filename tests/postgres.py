@@ -50,6 +50,7 @@ class PostgresServer:
     root: Path
     port: int
     run_as: tuple[str, ...]  # ("runuser", "-u", "postgres", "--") when we are root
+    durable: bool = False  # False: no fsync, for tests; True: the defaults, for benchmarks
 
     @property
     def data(self) -> Path:
@@ -65,10 +66,9 @@ class PostgresServer:
         )
 
     def start(self) -> None:
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -c fsync=off -c synchronous_commit=off"
-            f" -c full_page_writes=off -c unix_socket_directories={self.root} -c max_connections=200"
-        )
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-o", options, "start")
 
     def restart(self) -> None:
@@ -82,7 +82,7 @@ class PostgresServer:
         return await asyncpg.connect(self.url())
 
 
-def start_server() -> PostgresServer:
+def start_server(*, durable: bool = False) -> PostgresServer:
     """initdb and start a server in a new temporary folder; raises RuntimeError with the reason
     when there is no PostgreSQL to start."""
     bin_dir = find_bin_dir()
@@ -98,7 +98,7 @@ def start_server() -> PostgresServer:
             raise RuntimeError(f"running as root and there is no '{SERVICE_USER}' user to run PostgreSQL as") from None
         os.chown(root, account.pw_uid, account.pw_gid)
         run_as = ("runuser", "-u", SERVICE_USER, "--")
-    server = PostgresServer(bin_dir, root, _free_port(), run_as)
+    server = PostgresServer(bin_dir, root, _free_port(), run_as, durable)
     try:
         server._run("initdb", "-D", str(server.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync")
         server.start()

@@ -221,9 +221,10 @@ class PgArticleStore:
                 results.append(placed[i] if i in placed else DuplicateArticle(known[hashes[i]]))
             if not placed:
                 return results
-            articles, sentences = await asyncio.to_thread(_copy_rows, batch, hashes, placed, scope, added_by)
-            await conn.copy_records_to_table("articles", records=articles, columns=_COPY_ARTICLE_COLUMNS)
-            await conn.copy_records_to_table("sentences", records=sentences, columns=_COPY_SENTENCE_COLUMNS)
+            await conn.copy_records_to_table(
+                "articles", records=_article_rows(batch, hashes, placed, scope, added_by), columns=_COPY_ARTICLE_COLUMNS
+            )
+            await conn.copy_records_to_table("sentences", records=_sentence_rows(batch, placed), columns=_COPY_SENTENCE_COLUMNS)
             generation = await _bump_generation(conn)
             await conn.execute(
                 "INSERT INTO changes (generation, article_id) SELECT $1, unnest($2::bigint[])",
@@ -465,13 +466,19 @@ def _index_row(r: Sequence) -> IndexRow:
     return IndexRow(r[0], r[1], paragraph_key(r[2], r[3]), tuple(r[4].split()) if r[4] else ())
 
 
+_RESERVE_IDS = {
+    "articles": "SELECT array_agg(nextval('articles_id_seq')) FROM generate_series(1, $1)",
+    "sentences": "SELECT array_agg(nextval('sentences_id_seq')) FROM generate_series(1, $1)",
+}
+
+
 async def _reserve_ids(conn: asyncpg.Connection, table: str, count: int) -> list[int]:
     """`count` fresh ids from the table's identity sequence, ascending. Sequence values are
     never handed out twice, so an id is never reused, even after a rollback."""
     if not count:
         return []
-    rows = await conn.fetch(f"SELECT nextval('{table}_id_seq') FROM generate_series(1, $1)", count)
-    return sorted(r[0] for r in rows)
+    ids = await conn.fetchval(_RESERVE_IDS[table], count)
+    return sorted(ids)
 
 
 async def _bump_generation(conn: asyncpg.Connection) -> int:
@@ -481,30 +488,42 @@ async def _bump_generation(conn: asyncpg.Connection) -> int:
     return int(generation)
 
 
-def _copy_rows(
+# COPY rows are made on the event loop in slices of this many, with a pause after each: asyncpg
+# encodes a whole list in one go (25k sentence rows held the loop ~100 ms), and making them in a
+# worker thread held the GIL against the loop (~50 ms).
+_COPY_SLICE = 1_000
+
+
+async def _article_rows(
     batch: Sequence[tuple[ArticleDraft, Sequence[SentenceRecord]]],
     hashes: Sequence[str],
     placed: dict[int, tuple[int, list[int]]],
     scope: int,
     added_by: str | None,
-) -> tuple[list[tuple], list[tuple]]:
-    """The COPY rows of the articles to store (runs in a worker thread: a batch is tens of
-    thousands of sentences)."""
+) -> AsyncIterator[tuple]:
     now = _now()
-    articles: list[tuple] = []
-    sentences: list[tuple] = []
-    for i, (article_id, ids) in placed.items():
+    for n, (i, (article_id, _)) in enumerate(placed.items(), 1):
         draft, records = batch[i]
-        articles.append((
+        yield (
             article_id, scope, _text(draft.title), _text(draft.source), _text(draft.author), _text(draft.url),
             _text(draft.published), _text(draft.caption), _text(draft.body), _text(added_by), now, hashes[i],
             len(records),
-        ))
-        sentences.extend(
-            (sid, article_id, r.seq, r.paragraph, r.kind, r.start, r.end, _text(r.text), _text(" ".join(r.tokens)))
-            for sid, r in zip(ids, records)
         )
-    return articles, sentences
+        if n % 100 == 0:
+            await asyncio.sleep(0)
+
+
+async def _sentence_rows(
+    batch: Sequence[tuple[ArticleDraft, Sequence[SentenceRecord]]], placed: dict[int, tuple[int, list[int]]]
+) -> AsyncIterator[tuple]:
+    made = 0
+    for i, (article_id, ids) in placed.items():
+        for sid, r in zip(ids, batch[i][1]):
+            yield (sid, article_id, r.seq, r.paragraph, r.kind, r.start, r.end, _text(r.text), _text(" ".join(r.tokens)))
+        made += len(ids)
+        if made >= _COPY_SLICE:
+            made = 0
+            await asyncio.sleep(0)
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:
