@@ -78,6 +78,17 @@ async def import_into(store: Store, batches: list[Batch]) -> dict:
     return {"rows": rows, "import_s": imported, "rows_per_s": rows / imported, "stall_ms": stall * 1000, "read_s": read_back}
 
 
+async def disk_mb(target: Path | str) -> float:
+    """What the library takes on disk: the SQLite file and its WAL, or the PostgreSQL database."""
+    if isinstance(target, Path):
+        return sum(p.stat().st_size for p in target.parent.glob(target.name + "*") if not p.name.endswith(".index")) / 2**20
+    conn = await asyncpg.connect(target)
+    try:
+        return await conn.fetchval("SELECT pg_database_size(current_database())") / 2**20
+    finally:
+        await conn.close()
+
+
 async def raw_copy(url: str, batches: list[Batch]) -> dict:
     """COPY the sentence rows into a bare table, then add the keys: PostgreSQL's ceiling."""
     conn = await asyncpg.connect(url)
@@ -131,6 +142,7 @@ async def main() -> None:
             finally:
                 await store.close()
             r = results[name]
+            r["disk_mb"] = await disk_mb(target)
             print(f"{name}: {r['rows']:,} rows in {r['import_s']:.1f} s", flush=True)
         raw = await raw_copy(url, batches)
     finally:
@@ -142,10 +154,12 @@ async def main() -> None:
     print()
     print(f"Bulk import of {args.sentences:,} sentence rows, {BULK_BATCH} articles (~{BULK_BATCH * 50:,} rows) a transaction:")
     print()
-    print("| store | import s | rows/s | max loop stall, import (ms) | read back for a rebuild (s) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| store | import s | rows/s | max loop stall, import (ms) | read back for a rebuild (s) | on disk (MB) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        print(f"| {name} | {r['import_s']:.1f} | {r['rows_per_s']:,.0f} | {r['stall_ms']:.0f} | {r['read_s']:.1f} |")
+        print(
+            f"| {name} | {r['import_s']:.1f} | {r['rows_per_s']:,.0f} | {r['stall_ms']:.0f} | {r['read_s']:.1f} | {r['disk_mb']:,.0f} |"
+        )
     print()
     print(
         f"Reference, one COPY of the {raw['rows']:,} sentence rows into a bare PostgreSQL table: {raw['copy_s']:.1f} s,"
