@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -413,3 +415,61 @@ async def _blocked_backend(watcher: asyncpg.Connection) -> int | None:
     return await watcher.fetchval(
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'quotebot' AND wait_event_type = 'Lock' LIMIT 1"
     )
+
+
+def test_an_import_killed_mid_way_keeps_whole_batches_and_a_rerun_stores_the_rest(pg_url: str, tmp_path: Path) -> None:
+    """A real `python -m bot import` into PostgreSQL, killed with SIGKILL after its first
+    batches committed: what is stored is whole batches of whole articles; running the same
+    import again stores the rest, and another process answers from all of it."""
+    count = BULK_BATCH * 6
+    bulk = tmp_path / "harbours.jsonl"
+    bulk.write_text("".join(json.dumps(harbour_story(i)) + "\n" for i in range(count)), encoding="utf-8")
+    env = {**os.environ, "QUOTEBOT_CORPUS_DIR": str(tmp_path / "none"), "DISCORD_TOKEN": ""}
+    command = [sys.executable, "-m", "bot", "--db", pg_url, "import", str(bulk)]
+
+    async def stored() -> int:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('articles') IS NOT NULL"):
+                return 0
+            return await conn.fetchval("SELECT count(*) FROM articles")
+        finally:
+            await conn.close()
+
+    importing = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while asyncio.run(stored()) == 0 and importing.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        importing.send_signal(signal.SIGKILL)
+    finally:
+        importing.wait(timeout=30)
+    kept = asyncio.run(stored())
+    assert 0 < kept < count, "killed before its first batch or after its last: nothing to check"
+    assert kept % BULK_BATCH == 0  # whole batches only
+
+    async def whole() -> tuple[int, int]:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            broken = await conn.fetchval(
+                "SELECT count(*) FROM articles a"
+                " WHERE sentence_count != (SELECT count(*) FROM sentences s WHERE s.article_id = a.id)"
+            )
+            generation = await conn.fetchval("SELECT value FROM library_state WHERE key = 'generation'")
+            logged = await conn.fetchval("SELECT count(DISTINCT generation) FROM changes")
+            return broken, generation - logged
+        finally:
+            await conn.close()
+
+    assert asyncio.run(whole()) == (0, 0)  # every article whole; every generation in the log
+
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"added {count - kept}, duplicates {kept}, failed 0" in rerun.stdout
+    assert asyncio.run(stored()) == count
+    asked = subprocess.run(
+        [sys.executable, "-m", "bot", "ask", "--db", pg_url, "--json", f"what did the mayor of {place(count - 1)} say?"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["passages"][0]["title"] == f"Harbour of {place(count - 1)} reopens"
