@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import open_library
+from bot.core.feedback import Feedback
 from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, DuplicateArticle
 from bot.core.library import BULK_BATCH, Library
 from bot.core.pg_store import CHANGES_CHANNEL, PgArticleStore
@@ -206,6 +207,44 @@ async def test_an_unknown_article_reads_as_nothing(target: Path | str) -> None:
         assert [i.id for i in await store.list_articles([GLOBAL_SCOPE], limit=-1)] == [article_id]
     finally:
         await store.close()
+
+
+async def test_an_answer_record_keeps_its_pages_and_one_vote_per_member(lib: Library) -> None:
+    others = await background(lib)
+    for i in range(8):
+        await lib.add_draft(ArticleDraft(**_draft(harbour_story(60 + i))), scope=101, added_by="admin")
+    feedback = Feedback(lib)
+    page, answer_id = await feedback.ask("what did the fishermen say about the breakwater?", guild_id=101, asker_id=7)
+    assert answer_id is not None and page.answer.passages
+    record = await feedback.get(answer_id)
+    assert (record.guild_id, record.asker_id, record.question) == (101, 7, "what did the fishermen say about the breakwater?")
+    assert record.pages == ((tuple(page.answer.passages[0].sentence_ids),) + tuple(
+        tuple(p.sentence_ids) for p in page.answer.passages[1:]
+    ),)
+
+    more = await feedback.more(record)
+    assert more is not None and more.number == 1
+    assert len((await feedback.get(answer_id)).pages) == 2
+
+    first = await feedback.vote(answer_id, 8, True)
+    assert (first.previous, first.helpful_count, first.not_helpful_count) == (None, 1, 0)
+    changed = await feedback.vote(answer_id, 8, False)
+    assert (changed.previous, changed.helpful_count, changed.not_helpful_count) == (True, 0, 1)
+    assert (await feedback.vote(answer_id, 9, False)).not_helpful_count == 2
+    assert await feedback.vote(answer_id + 1000, 8, True) is None  # no such record
+    assert await feedback.get(answer_id + 1000) is None
+    assert await lib.store.count_articles() == others + 8
+
+
+async def test_articles_are_found_by_title_words_or_id_in_their_scope(lib: Library) -> None:
+    ours = await lib.add_draft(ArticleDraft(**_draft(harbour_story(70))), scope=101, added_by="admin")
+    await lib.add_draft(ArticleDraft(**_draft(harbour_story(71))), scope=102, added_by="admin")
+    found = await lib.store.find_articles([GLOBAL_SCOPE, 101], "harbour OF " + place(70).upper())
+    assert [i.id for i in found] == [ours.article.id]
+    assert [i.id for i in await lib.store.find_articles([101], str(ours.article.id))] == [ours.article.id]
+    assert await lib.store.find_articles([101], place(71)) == []  # another server's
+    assert await lib.store.find_articles([101], "%") == []  # a wildcard is a plain character
+    assert len(await lib.store.find_articles([101, 102], "harbour")) == 2
 
 
 async def test_settings_choose_the_store(tmp_path: Path, pg_url: str) -> None:

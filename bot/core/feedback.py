@@ -6,7 +6,7 @@ who asked, and which sentences each message of it quoted. The buttons carry only
 id, so they keep working after a restart; the question is stored because More has to ask it
 again (the README says so). Records older than RECORD_DAYS are deleted with their votes.
 
-Uses the article store's connections: one database, one writer.
+Kept by the article store (record_answer, set_answer_pages, answer_record, vote): one database.
 """
 from __future__ import annotations
 
@@ -125,32 +125,19 @@ class Feedback:
 
     async def _record(self, question: str, guild_id: int | None, asker_id: int, passages: tuple[Passage, ...]) -> int:
         now = _now()
-        async with self.store._write_transaction():
-            cur = await self.store._writer.execute(
-                "INSERT INTO answer_records (guild_id, asker_id, question, pages, created_at) VALUES (?, ?, ?, ?, ?)",
-                (guild_id, asker_id, question, json.dumps([_pages_of(passages)]), now.isoformat()),
-            )
-            answer_id = cur.lastrowid
-            await self.store._writer.execute(
-                "DELETE FROM answer_records WHERE created_at < ?", ((now - timedelta(days=RECORD_DAYS)).isoformat(),)
-            )
-        assert answer_id is not None
-        return answer_id
+        return await self.store.record_answer(
+            guild_id, asker_id, question, json.dumps([_pages_of(passages)]), now.isoformat(),
+            (now - timedelta(days=RECORD_DAYS)).isoformat(),
+        )
 
     async def _add_page(self, record: AnswerRecord, passages: tuple[Passage, ...]) -> None:
         pages = [[list(p) for p in page] for page in record.pages] + [_pages_of(passages)]
-        async with self.store._write_transaction():
-            await self.store._writer.execute(
-                "UPDATE answer_records SET pages = ? WHERE id = ?", (json.dumps(pages), record.id)
-            )
+        await self.store.set_answer_pages(record.id, json.dumps(pages))
 
     async def get(self, answer_id: int) -> AnswerRecord | None:
-        rows = await self.store._fetch(
-            "SELECT id, guild_id, asker_id, question, pages, created_at FROM answer_records WHERE id = ?", (answer_id,)
-        )
-        if not rows:
+        row = await self.store.answer_record(answer_id)
+        if row is None:
             return None
-        row = rows[0]
         pages = tuple(tuple(tuple(ids) for ids in page) for page in json.loads(row[4]))
         return AnswerRecord(row[0], row[1], row[2], row[3], pages, row[5])
 
@@ -195,24 +182,8 @@ class Feedback:
     async def vote(self, answer_id: int, user_id: int, helpful: bool) -> Vote | None:
         """One vote per answer and member; a second vote replaces the first. None if the answer
         record is gone (older than RECORD_DAYS)."""
-        async with self.store._write_transaction():
-            writer = self.store._writer
-            async with writer.execute("SELECT 1 FROM answer_records WHERE id = ?", (answer_id,)) as cur:
-                if await cur.fetchone() is None:
-                    return None
-            async with writer.execute(
-                "SELECT helpful FROM answer_votes WHERE answer_id = ? AND user_id = ?", (answer_id, user_id)
-            ) as cur:
-                row = await cur.fetchone()
-            previous = None if row is None else bool(row[0])
-            await writer.execute(
-                "INSERT INTO answer_votes (answer_id, user_id, helpful, voted_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (answer_id, user_id) DO UPDATE SET helpful = excluded.helpful, voted_at = excluded.voted_at",
-                (answer_id, user_id, int(helpful), _now().isoformat()),
-            )
-            async with writer.execute(
-                "SELECT COALESCE(SUM(helpful), 0), COUNT(*) - COALESCE(SUM(helpful), 0) FROM answer_votes WHERE answer_id = ?",
-                (answer_id,),
-            ) as cur:
-                up, down = await cur.fetchone()
-        return Vote(helpful, previous, int(up), int(down))
+        counted = await self.store.vote(answer_id, user_id, helpful, _now().isoformat())
+        if counted is None:
+            return None
+        previous, up, down = counted
+        return Vote(helpful, previous, up, down)

@@ -612,6 +612,58 @@ class ArticleStore:
         """A read for the modules beside the articles; sees everything committed before it."""
         return await self._fetch(sql, args)
 
+    # --- answer records (the answer buttons: bot/core/feedback.py) -------------------------------
+
+    async def record_answer(
+        self, guild_id: int | None, asker_id: int, question: str, pages: str, created_at: str, expire_before: str
+    ) -> int:
+        """Store an answer record; records created before `expire_before` go, with their votes."""
+        async with self._write_transaction():
+            cur = await self._writer.execute(
+                "INSERT INTO answer_records (guild_id, asker_id, question, pages, created_at) VALUES (?, ?, ?, ?, ?)",
+                (guild_id, asker_id, question, pages, created_at),
+            )
+            answer_id = cur.lastrowid
+            await self._writer.execute("DELETE FROM answer_records WHERE created_at < ?", (expire_before,))
+        assert answer_id is not None
+        return answer_id
+
+    async def set_answer_pages(self, answer_id: int, pages: str) -> None:
+        async with self._write_transaction():
+            await self._writer.execute("UPDATE answer_records SET pages = ? WHERE id = ?", (pages, answer_id))
+
+    async def answer_record(self, answer_id: int) -> tuple | None:
+        """(id, guild_id, asker_id, question, pages, created_at), or None."""
+        rows = await self._fetch(
+            "SELECT id, guild_id, asker_id, question, pages, created_at FROM answer_records WHERE id = ?", (answer_id,)
+        )
+        return tuple(rows[0]) if rows else None
+
+    async def vote(self, answer_id: int, user_id: int, helpful: bool, voted_at: str) -> tuple[bool | None, int, int] | None:
+        """Record a member's vote (a second one replaces the first): (their previous vote,
+        helpful count, not-helpful count), or None if the answer record is gone."""
+        async with self._write_transaction():
+            writer = self._writer
+            async with writer.execute("SELECT 1 FROM answer_records WHERE id = ?", (answer_id,)) as cur:
+                if await cur.fetchone() is None:
+                    return None
+            async with writer.execute(
+                "SELECT helpful FROM answer_votes WHERE answer_id = ? AND user_id = ?", (answer_id, user_id)
+            ) as cur:
+                row = await cur.fetchone()
+            previous = None if row is None else bool(row[0])
+            await writer.execute(
+                "INSERT INTO answer_votes (answer_id, user_id, helpful, voted_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (answer_id, user_id) DO UPDATE SET helpful = excluded.helpful, voted_at = excluded.voted_at",
+                (answer_id, user_id, int(helpful), voted_at),
+            )
+            async with writer.execute(
+                "SELECT COALESCE(SUM(helpful), 0), COUNT(*) - COALESCE(SUM(helpful), 0) FROM answer_votes WHERE answer_id = ?",
+                (answer_id,),
+            ) as cur:
+                up, down = await cur.fetchone()
+        return previous, int(up), int(down)
+
     # --- reads ------------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
