@@ -403,6 +403,36 @@ async def test_generations_follow_the_order_changes_commit_in_across_processes(p
         await listener.close()
 
 
+async def test_a_change_in_one_process_wakes_the_other_and_a_lost_listener_comes_back(
+    postgres_server: PostgresServer, pg_url: str
+) -> None:
+    watching, writing = await open_store(pg_url), await open_store(pg_url)
+    watcher = await asyncpg.connect(pg_url)
+    try:
+        assert await watching.wait_for_change(0.3) is False  # nothing happened: the timeout
+        waiting = asyncio.create_task(watching.wait_for_change(10))
+        while not await watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'quotebot-listen'"):
+            await asyncio.sleep(0.02)
+        started = time.monotonic()
+        await _add(writing, 80)
+        assert await waiting is True
+        assert time.monotonic() - started < 1.0
+
+        # The listening connection is killed: it is made again, and the wake-up says "read the log".
+        await watcher.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'quotebot-listen'")
+        assert await watching.wait_for_change(10) is True
+        await asyncio.to_thread(postgres_server.restart)
+        assert await watching.wait_for_change(15) is True
+        waiting = asyncio.create_task(watching.wait_for_change(10))
+        await asyncio.sleep(0.2)
+        await _add(writing, 81)  # the pool's connections were dropped too: the write is tried again
+        assert await waiting is True
+    finally:
+        await watcher.close()
+        await writing.close()
+        await watching.close()
+
+
 async def test_a_bad_database_url_is_a_short_error_without_the_password() -> None:
     url = "postgresql://quotebot:hunter2@127.0.0.1:1/library"
     with pytest.raises(StoreError) as failed:

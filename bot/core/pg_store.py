@@ -137,9 +137,14 @@ class PgArticleStore:
     # No file: the index cache of a server database is not kept beside it.
     path = None
 
-    def __init__(self, pool: asyncpg.Pool, where: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, where: str) -> None:
         self._pool = pool
+        self._dsn = dsn
         self._where = where  # for messages; the password masked
+        # LISTEN runs on a connection of its own (a pooled one goes back to the pool and is
+        # reset, which ends its LISTEN); started by the first wait_for_change.
+        self._listener: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
 
     @classmethod
     async def open(cls, dsn: str, *, pool_size: int = 4) -> PgArticleStore:
@@ -163,14 +168,63 @@ class PgArticleStore:
                 raise StoreError(f"Cannot open the library database {where}: {exc}") from exc
             raise
         log.info("Opened the library database %s", where)
-        return cls(pool, where)
+        return cls(pool, dsn, where)
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         try:
             await asyncio.wait_for(self._pool.close(), timeout=10)
         except asyncio.TimeoutError:
             log.warning("Connections to the library database did not close in time; dropping them")
             self._pool.terminate()
+
+    # --- other processes' changes -------------------------------------------------------------
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Wait until a change is committed (by any process: NOTIFY quotebot_changes) or
+        `timeout` seconds pass; True if woken. A wake-up says only "read the change log": it is
+        also given when the listening connection had to be made again, since notifications
+        sent meanwhile are lost. Meant for one waiter (the library's watcher)."""
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        self._changed.clear()
+        return True
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection for as long as the store is open, making it again (after a
+        pause that grows to 5 s) whenever it is lost."""
+        pause = 0.25
+        first = True
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "quotebot-listen"})
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _conn: lost.set())
+                await conn.add_listener(CHANGES_CHANNEL, lambda *_args: self._changed.set())
+                if not first:
+                    self._changed.set()  # what was sent while we were away: read the log
+                first, pause = False, 0.25
+                await lost.wait()
+                log.info("The LISTEN connection to %s was lost; making it again", self._where)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("Cannot LISTEN on %s (%r); trying again in %.1f s", self._where, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.close(timeout=2))
 
     # --- writes -----------------------------------------------------------------------------
 
