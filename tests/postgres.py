@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import asyncpg
 import pytest
@@ -109,14 +110,19 @@ def start_server(*, durable: bool = False) -> PostgresServer:
     return server
 
 
+def without_postgres(reason: str) -> NoReturn:
+    """No PostgreSQL to test with: under CI=true the run fails, elsewhere the test skips."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs PostgreSQL for the store tests: {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = start_server()
     except RuntimeError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs PostgreSQL for the store tests: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+        without_postgres(str(exc))
     try:
         yield server
     finally:

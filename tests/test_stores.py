@@ -26,7 +26,7 @@ from bot.core.pg_store import CHANGES_CHANNEL, PgArticleStore
 from bot.core.storage import ArticleStore, StoreBusy, StoreError
 from bot.core.stores import Store, describe, open_store
 from conftest import ROOT, SEED_ARTICLE, make_settings
-from postgres import PostgresServer
+from postgres import PostgresServer, without_postgres
 
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 
@@ -431,6 +431,15 @@ async def test_a_change_in_one_process_wakes_the_other_and_a_lost_listener_comes
         await watcher.close()
         await writing.close()
         await watching.close()
+
+
+def test_without_postgresql_ci_fails_and_a_developer_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI needs PostgreSQL"):
+        without_postgres("no initdb")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="PostgreSQL tests skipped: no initdb"):
+        without_postgres("no initdb")
 
 
 async def test_a_bad_database_url_is_a_short_error_without_the_password() -> None:
