@@ -3,6 +3,7 @@ answer, stay quiet or wait to be asked accordingly; the asker's 👍 resolves an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
@@ -10,6 +11,7 @@ import discord.ext.test as dpytest
 import discord.ext.test.backend as dpytest_backend
 import discord.ext.test.factories as dpytest_factories
 import pytest
+import pytest_asyncio
 
 from bot.cogs.channels import RESOLVED_EMOJI, mark_resolved
 from bot.cogs.checks import NotManager
@@ -25,6 +27,21 @@ QUESTION = "who released the footage?"
 # Answered, but its best passage lacks "ferry": quoted in `always`, withheld in `confident`.
 UNSURE_QUESTION = "who released footage from the ferry?"
 UNANSWERABLE = "what is the boiling point of tungsten?"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path):
+    """Channel modes live in the library's store: both stores."""
+    return tmp_path / "db.sqlite3" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+@pytest_asyncio.fixture
+async def library(target) -> AsyncIterator[Library]:
+    lib = await Library.open(target, corpus_dir=None)
+    try:
+        yield lib
+    finally:
+        await lib.close()
 
 
 async def add_seed(fake: FakeDiscord) -> None:

@@ -2,20 +2,39 @@
 manager's `/article gaps` lists what went unanswered, `/stats` counts the last 7 and 30 days."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import discord
 import discord.ext.test as dpytest
+import pytest
+import pytest_asyncio
 from discord.ext import commands
 
 from bot.cogs.checks import NotManager
 from bot.core.library import Library
 from bot.core.questions import QuestionLog, normalised_question
+from bot.core.storage import ArticleStore
 
 from conftest import SEED_ARTICLE, FakeDiscord, make_settings, mock_interaction, said, slash_context, start_fake_discord
 
 QUESTION = "who released the footage?"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path):
+    """The question log lives in the library's store: both stores."""
+    return tmp_path / "db.sqlite3" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+@pytest_asyncio.fixture
+async def library(target) -> AsyncIterator[Library]:
+    lib = await Library.open(target, corpus_dir=None)
+    try:
+        yield lib
+    finally:
+        await lib.close()
 
 
 async def add_seed(fake: FakeDiscord) -> None:
@@ -46,8 +65,13 @@ async def test_questions_are_logged_in_the_server_they_were_asked_in_only(fake: 
         (fake.guild_b.id, "what is the boiling point of tungsten", "what is the boiling point of tungsten", 0),
     ]  # and nothing from the DM
     # No user id in the log.
-    columns = [row[1] for row in await library.store.read("PRAGMA table_info(questions)")]
-    assert not any("user" in c or "author" in c for c in columns)
+    if isinstance(library.store, ArticleStore):
+        columns = [row[0] for row in await library.store.read("SELECT name FROM pragma_table_info('questions')")]
+    else:
+        columns = [row[0] for row in await library.store.read(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'questions'"
+        )]
+    assert "question" in columns and not any("user" in c or "author" in c for c in columns)
 
 
 async def test_gaps_list_unanswered_questions_most_asked_first(fake: FakeDiscord) -> None:

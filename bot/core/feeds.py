@@ -333,8 +333,8 @@ class Feeds:
             (
                 "INSERT INTO feed_items (feed_id, guild_id, link, article_id, attempts, error, done, seen_at)"
                 " VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (feed_id, link) DO UPDATE SET"
-                " article_id = excluded.article_id, attempts = attempts + 1, error = excluded.error,"
-                " done = MAX(excluded.done, attempts + 1 >= ?)",
+                " article_id = excluded.article_id, attempts = feed_items.attempts + 1, error = excluded.error,"
+                " done = CASE WHEN excluded.done = 1 OR feed_items.attempts + 1 >= ? THEN 1 ELSE 0 END",
                 (feed.id, feed.guild_id, link, article_id, error, int(done or ITEM_ATTEMPTS <= 1), iso_stamp(self._clock()), ITEM_ATTEMPTS),
             )
         )

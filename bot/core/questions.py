@@ -101,8 +101,10 @@ class QuestionLog:
         """The message that showed answer `answer_id` in a server: so its asker can resolve it."""
         await self.store.write(
             (
-                "INSERT OR REPLACE INTO answer_messages (message_id, answer_id, question_id, guild_id, channel_id,"
-                " answered_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO answer_messages (message_id, answer_id, question_id, guild_id, channel_id, answered_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET answer_id = excluded.answer_id,"
+                " question_id = excluded.question_id, guild_id = excluded.guild_id, channel_id = excluded.channel_id,"
+                " answered_at = excluded.answered_at, resolved_at = NULL",
                 (message_id, answer_id, question_id, guild_id, channel_id, iso_stamp(self._clock())),
             )
         )
@@ -140,9 +142,10 @@ class QuestionLog:
             "WITH unhelpful AS ("
             "  SELECT m.question_id FROM answer_messages m JOIN answer_votes v ON v.answer_id = m.answer_id"
             "  WHERE m.guild_id = ? AND m.question_id IS NOT NULL"
-            "  GROUP BY m.question_id HAVING SUM(v.helpful = 0) > SUM(v.helpful = 1)"
+            "  GROUP BY m.question_id"
+            "  HAVING SUM(CASE WHEN v.helpful = 0 THEN 1 ELSE 0 END) > SUM(CASE WHEN v.helpful = 1 THEN 1 ELSE 0 END)"
             "), gap AS ("
-            "  SELECT q.id, q.question, q.normalised, q.asked_at, q.id IN (SELECT question_id FROM unhelpful) AS voted"
+            "  SELECT q.id, q.question, q.normalised, q.asked_at, CAST(q.id IN (SELECT question_id FROM unhelpful) AS INTEGER) AS voted"
             "  FROM questions q WHERE q.guild_id = ?"
             "  AND (q.answered = 0 OR q.id IN (SELECT question_id FROM unhelpful))"
             ")"
@@ -169,7 +172,8 @@ class QuestionLog:
                 (guild_id, since),
             )
             [(helpful, not_helpful)] = await self.store.read(
-                "SELECT COALESCE(SUM(v.helpful = 1), 0), COALESCE(SUM(v.helpful = 0), 0)"
+                "SELECT COALESCE(SUM(CASE WHEN v.helpful = 1 THEN 1 ELSE 0 END), 0),"
+                " COALESCE(SUM(CASE WHEN v.helpful = 0 THEN 1 ELSE 0 END), 0)"
                 " FROM answer_votes v JOIN answer_records r ON r.id = v.answer_id"
                 " WHERE r.guild_id = ? AND r.created_at >= ?",
                 (guild_id, since),
