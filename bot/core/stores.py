@@ -70,6 +70,12 @@ class Store(Protocol):
 
     def iter_articles(self, batch: int = ...) -> AsyncIterator[list[tuple]]: ...
 
+    # The modules beside the articles (channel modes, question log, feeds), in SQL both
+    # databases take: `?` placeholders, portable statements.
+    async def write(self, *statements: tuple[str, Sequence[object]]) -> list[tuple[int | None, int]]: ...
+
+    async def read(self, sql: str, args: Sequence[object] = ()) -> list[tuple]: ...
+
     # Answer records and votes (the answer buttons, bot/core/feedback.py).
     async def record_answer(
         self, guild_id: int | None, asker_id: int, question: str, pages: str, created_at: str, expire_before: str
