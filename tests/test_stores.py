@@ -177,15 +177,21 @@ async def test_the_change_log_lists_each_change_once_in_the_order_made(target: P
         assert await store.generation() == start + 3
         # Everything since the start: the removed sentences, and both added articles (the first
         # is gone, so a replica catching up finds no rows for it).
-        assert await store.changes_since(start) == (set(first[1]), {first[0], second[0]})
-        assert await store.changes_since(start + 2) == (set(first[1]), set())
-        assert await store.changes_since(start + 3) == (set(), set())
-        assert await store.changes_since(start + 4) is None  # from the future: rebuild
+        log = await store.read_changes(start)
+        assert log.generation == start + 3
+        # In order: both added articles (the first is gone now, so a replica catching up finds
+        # no rows for it), then the removal with its sentence ids.
+        assert [(c.generation, c.article_id, c.removed) for c in log.changes] == [
+            (start + 1, first[0], None), (start + 2, second[0], None), (start + 3, first[0], tuple(first[1]))
+        ]
+        assert [c.generation for c in (await store.read_changes(start + 2)).changes] == [start + 3]
+        assert (await store.read_changes(start + 3)).changes == ()
+        assert await store.read_changes(start + 4) is None  # from the future: rebuild
         assert [r.sentence_id for r in await store.index_rows_of([first[0], second[0]])] == second[1]
 
         await store.forget_changes(start + 2)
-        assert await store.changes_since(start) is None  # the log no longer covers it
-        assert await store.changes_since(start + 2) == (set(first[1]), set())
+        assert await store.read_changes(start) is None  # the log no longer covers it
+        assert [c.generation for c in (await store.read_changes(start + 2)).changes] == [start + 3]
     finally:
         await store.close()
 
@@ -310,7 +316,7 @@ async def test_a_connection_killed_mid_import_leaves_nothing_half_written(
         assert await admin.fetchval("SELECT count(*) FROM sentences") == await admin.fetchval(
             "SELECT sum(sentence_count) FROM articles"
         )
-        assert await lib.store.changes_since(generation) == (set(), set())
+        assert (await lib.store.read_changes(generation)).changes == ()
         await index_matches_store(lib)
 
         # The bot carries on: the same import, with no one killing it, stores every article once.
@@ -396,7 +402,10 @@ async def test_generations_follow_the_order_changes_commit_in_across_processes(p
             await asyncio.sleep(0.02)
         assert heard == list(range(1, total + 1))
         assert await stores[1].generation() == total
-        assert await stores[0].changes_since(0) == (removed_ids, added_ids)
+        log = await stores[0].read_changes(0)
+        assert [c.generation for c in log.changes] == list(range(1, total + 1))
+        assert {c.article_id for c in log.changes if c.removed is None} == added_ids
+        assert {i for c in log.changes if c.removed for i in c.removed} == removed_ids
     finally:
         for store in stores:
             await store.close()

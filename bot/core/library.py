@@ -251,10 +251,11 @@ class Library:
             log.debug("Applying the change log failed", exc_info=task.exception())
 
     async def _watch(self) -> None:
-        """Look for other processes' changes every POLL_SECONDS, for as long as the library is open."""
+        """Look for other processes' changes every POLL_SECONDS, and at once when the store
+        announces one (PostgreSQL's NOTIFY), for as long as the library is open."""
         failing = False
         while True:
-            await asyncio.sleep(POLL_SECONDS)
+            await self.store.wait_for_change(POLL_SECONDS)
             try:
                 await self.refresh(wait=None)
                 failing = False
@@ -359,16 +360,18 @@ class Library:
         # Has another process changed the library? Asked of the database while the question is
         # ranked, so the look costs a question nothing unless something did change.
         looked = asyncio.ensure_future(self.store.generation())
+        # What the index held when ranking began: the watcher may bring changes in meanwhile
+        # (at once, when PostgreSQL announces them), and then this ranking is out of date.
+        ranked_at = self._generation
         try:
             # One trip to a worker thread for all the CPU work: every hop costs a wake-up.
             terms, hits, information = await asyncio.to_thread(rank)
         except BaseException:
             looked.cancel()
             raise
-        if await looked != self._generation:
-            held = self._generation
+        if await looked != ranked_at:
             await self.refresh()
-            if self._generation != held:
+            if self._generation != ranked_at:
                 terms, hits, information = await asyncio.to_thread(rank)
         if not terms:
             return Answer(question, (), frozenset(), ONLY_COMMON_WORDS)

@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from .articles import ArticleDraft, ArticleInfo, DuplicateArticle, SentenceRecord
-from .storage import IndexRow, StoreBusy, StoredSentence, StoreError, paragraph_key
+from .storage import MAX_ID, Change, ChangeLog, IndexRow, StoreBusy, StoredSentence, StoreError, paragraph_key
 from .stores import describe
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX feed_items_guild_link ON feed_items (guild_id, link);
     """,
+    # When each change was logged: the log is trimmed only past a retention window, so another
+    # process that is behind can still catch up (storage.CHANGE_LOG_RETENTION_SECONDS).
+    """
+    ALTER TABLE changes ADD COLUMN at BIGINT NOT NULL DEFAULT 0;
+    UPDATE changes SET at = extract(epoch FROM now())::bigint;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -202,6 +209,9 @@ def _text(value: str | None) -> str | None:
 class PgArticleStore:
     # No file: the index cache of a server database is not kept beside it.
     path = None
+    # A server database is written through the role in the URL; one it may not write fails
+    # each write with StoreBusy instead.
+    read_only = False
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, where: str) -> None:
         self._pool = pool
@@ -211,6 +221,9 @@ class PgArticleStore:
         # reset, which ends its LISTEN); started by the first wait_for_change.
         self._listener: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        # The generation made by this store's latest committed write (None before any): the
+        # library tells its own changes from other processes' in the change log with it.
+        self.last_generation: int | None = None
 
     @classmethod
     async def open(cls, dsn: str, *, pool_size: int = 4) -> PgArticleStore:
@@ -302,11 +315,18 @@ class PgArticleStore:
             await asyncio.sleep(delay)
             committing = False
             try:
+                made = None
                 async with self._pool.acquire() as conn, _transaction(conn):
                     if articles:
-                        await conn.execute("SELECT value FROM library_state WHERE key = 'generation' FOR UPDATE")
+                        before = await conn.fetchval("SELECT value FROM library_state WHERE key = 'generation' FOR UPDATE")
                     result = await work(conn)
+                    if articles:
+                        # Still under the row lock: a new value is the generation this write made.
+                        after = await conn.fetchval("SELECT value FROM library_state WHERE key = 'generation'")
+                        made = after if after != before else None
                     committing = True
+                if made is not None:  # only a committed generation is ours
+                    self.last_generation = int(made)
                 return result
             except Exception as exc:
                 if not _lost(exc):
@@ -331,9 +351,11 @@ class PgArticleStore:
         *,
         scope: int,
         added_by: str | None,
+        provenance: Sequence[tuple[str | None, str | None] | None] | None = None,
     ) -> list[tuple[int, list[int]] | DuplicateArticle]:
         """Bulk import: many articles in one transaction (each whole, or the batch rolled back).
-        Per article, (article id, sentence ids) or the DuplicateArticle it would have been."""
+        Per article, (article id, sentence ids) or the DuplicateArticle it would have been.
+        `provenance`, per article: (added_by, added_at) to keep (a restored export) or None."""
         hashes = await asyncio.to_thread(lambda: [draft.content_hash() for draft, _ in batch])
 
         async def work(conn: asyncpg.Connection) -> list[tuple[int, list[int]] | DuplicateArticle]:
@@ -363,13 +385,14 @@ class PgArticleStore:
             if not placed:
                 return results
             await conn.copy_records_to_table(
-                "articles", records=_article_rows(batch, hashes, placed, scope, added_by), columns=_COPY_ARTICLE_COLUMNS
+                "articles", records=_article_rows(batch, hashes, placed, scope, added_by, provenance),
+                columns=_COPY_ARTICLE_COLUMNS,
             )
             await conn.copy_records_to_table("sentences", records=_sentence_rows(batch, placed), columns=_COPY_SENTENCE_COLUMNS)
             generation = await _bump_generation(conn)
             await conn.execute(
-                "INSERT INTO changes (generation, article_id) SELECT $1, unnest($2::bigint[])",
-                generation, article_ids,
+                "INSERT INTO changes (generation, article_id, at) SELECT $1, unnest($2::bigint[]), $3",
+                generation, article_ids, int(time.time()),
             )
             return results
 
@@ -377,6 +400,8 @@ class PgArticleStore:
 
     async def remove_article(self, article_id: int) -> list[int]:
         """Delete an article and its sentences; the removed sentence ids (empty if none)."""
+        if not 0 < article_id <= MAX_ID:
+            return []
 
         async def work(conn: asyncpg.Connection) -> list[int]:
             ids = [r[0] for r in await conn.fetch("SELECT id FROM sentences WHERE article_id = $1 ORDER BY id", article_id)]
@@ -384,7 +409,8 @@ class PgArticleStore:
                 return []
             generation = await _bump_generation(conn)
             await conn.execute(
-                "INSERT INTO changes (generation, article_id, removed) VALUES ($1, $2, $3)", generation, article_id, ids
+                "INSERT INTO changes (generation, article_id, removed, at) VALUES ($1, $2, $3, $4)",
+                generation, article_id, ids, int(time.time()),
             )
             return ids
 
@@ -426,32 +452,42 @@ class PgArticleStore:
     async def tokenizer_version(self) -> int:
         return int(await self._fetchval("SELECT value FROM library_state WHERE key = 'tokenizer'"))
 
-    async def forget_changes(self, generation: int) -> None:
-        """Drop the change log up to `generation` (an index cache of it is safely saved)."""
+    async def forget_changes(self, generation: int, *, older_than: float | None = None) -> None:
+        """Drop the change log up to `generation` (an index cache of it is safely saved); with
+        `older_than` (seconds), only the entries logged longer ago than that, which other
+        processes have long read. Always a prefix of the log."""
 
         async def work(conn: asyncpg.Connection) -> None:
-            await conn.execute("DELETE FROM changes WHERE generation <= $1", generation)
+            if older_than is None:
+                await conn.execute("DELETE FROM changes WHERE generation <= $1", generation)
+                return
+            await conn.execute(
+                "DELETE FROM changes WHERE generation <= $1 AND generation <="
+                " (SELECT coalesce(max(generation), 0) FROM changes WHERE at < $2)",
+                generation, int(time.time() - older_than),
+            )
 
         await self._write(work)
 
-    async def changes_since(self, generation: int) -> tuple[set[int], set[int]] | None:
-        """(sentence ids removed, article ids added) after `generation`, or None when the log
-        does not cover every generation since (then only a rebuild will do)."""
+    async def read_changes(self, after: int) -> ChangeLog | None:
+        """Every change after generation `after`, in order, read in one snapshot; None when the
+        log does not cover every generation since (trimmed, or a change like re-tokenising
+        that is not logged): then only a rebuild will do."""
 
         async def read(conn: asyncpg.Connection) -> tuple[int, list[asyncpg.Record]]:
             # One snapshot for both reads: a change committed between them would look like a gap.
             async with _transaction(conn, isolation="repeatable_read", readonly=True):
                 current = await conn.fetchval("SELECT value FROM library_state WHERE key = 'generation'")
                 rows = await conn.fetch(
-                    "SELECT generation, article_id, removed FROM changes WHERE generation > $1", generation
+                    "SELECT generation, article_id, removed FROM changes WHERE generation > $1 ORDER BY generation",
+                    after,
                 )
             return int(current), rows
 
         current, rows = await self._read(read)
-        if generation > current or {r[0] for r in rows} != set(range(generation + 1, current + 1)):
+        if after > current or {r[0] for r in rows} != set(range(after + 1, current + 1)):
             return None
-        removed = {i for r in rows if r[2] is not None for i in r[2]}
-        return removed, {r[1] for r in rows if r[2] is None}
+        return ChangeLog(current, tuple(Change(r[0], r[1], None if r[2] is None else tuple(r[2])) for r in rows))
 
     # --- answer records (the answer buttons: bot/core/feedback.py) -------------------------------
 
@@ -569,6 +605,8 @@ class PgArticleStore:
         return int(await self._fetchval("SELECT count(*) FROM articles WHERE scope = $1", scope))  # type: ignore[call-overload]
 
     async def get_article(self, article_id: int) -> ArticleInfo | None:
+        if not 0 < article_id <= MAX_ID:
+            return None
         rows = await self._fetch(f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE id = $1", article_id)
         return ArticleInfo(*rows[0]) if rows else None
 
@@ -744,13 +782,16 @@ async def _article_rows(
     placed: dict[int, tuple[int, list[int]]],
     scope: int,
     added_by: str | None,
+    provenance: Sequence[tuple[str | None, str | None] | None] | None,
 ) -> AsyncIterator[tuple]:
     now = _now()
     for n, (i, (article_id, _)) in enumerate(placed.items(), 1):
         draft, records = batch[i]
+        kept = provenance[i] if provenance is not None else None
+        by, at = kept if kept is not None else (added_by, None)
         yield (
             article_id, scope, _text(draft.title), _text(draft.source), _text(draft.author), _text(draft.url),
-            _text(draft.published), _text(draft.caption), _text(draft.body), _text(added_by), now, hashes[i],
+            _text(draft.published), _text(draft.caption), _text(draft.body), _text(by), at or now, hashes[i],
             len(records),
         )
         if n % 100 == 0:

@@ -563,6 +563,12 @@ class ArticleStore:
                 (generation, int(time.time() - older_than)),
             )
 
+    async def wait_for_change(self, timeout: float) -> bool:
+        """SQLite cannot announce a change to another process: wait out `timeout` (the caller
+        then looks at the generation); always False."""
+        await asyncio.sleep(timeout)
+        return False
+
     async def read_changes(self, after: int) -> ChangeLog | None:
         """Every change after generation `after`, in order, read in one snapshot; None when the
         log does not cover every generation since (trimmed, or a change like re-tokenising

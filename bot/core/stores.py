@@ -9,7 +9,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from .articles import ArticleDraft, ArticleInfo, DuplicateArticle, SentenceRecord
-from .storage import ArticleStore, IndexRow, StoredSentence
+from .storage import ArticleStore, ChangeLog, IndexRow, StoredSentence
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -22,6 +22,13 @@ class Store(Protocol):
     def path(self) -> Path | None:
         """The SQLite file (the index cache lives beside it); None for a server database."""
 
+    @property
+    def read_only(self) -> bool:
+        """Opened for questions only: every write is refused."""
+
+    # The generation made by this store's latest committed write (None before any).
+    last_generation: int | None
+
     async def close(self) -> None: ...
 
     async def add_articles(
@@ -30,6 +37,7 @@ class Store(Protocol):
         *,
         scope: int,
         added_by: str | None,
+        provenance: Sequence[tuple[str | None, str | None] | None] | None = None,
     ) -> list[tuple[int, list[int]] | DuplicateArticle]: ...
 
     async def remove_article(self, article_id: int) -> list[int]: ...
@@ -40,9 +48,12 @@ class Store(Protocol):
 
     async def generation(self) -> int: ...
 
-    async def forget_changes(self, generation: int) -> None: ...
+    async def forget_changes(self, generation: int, *, older_than: float | None = None) -> None: ...
 
-    async def changes_since(self, generation: int) -> tuple[set[int], set[int]] | None: ...
+    async def read_changes(self, after: int) -> ChangeLog | None: ...
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Until a change is announced (True) or `timeout` seconds pass (False)."""
 
     async def count_articles(self, scope: int | None = None) -> int: ...
 
