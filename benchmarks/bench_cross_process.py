@@ -13,7 +13,7 @@ from the moment the writer's `add_draft` returned:
 Questions: SQuAD questions asked with the change watching as shipped, and the same questions
 with it switched off (baseline, same run, interleaved in blocks).
 
-    .venv/bin/python benchmarks/bench_cross_process.py --size 100000 --adds 50
+    .venv/bin/python benchmarks/bench_cross_process.py --size 100000 --adds 50 [--postgres]
 
 Figures are printed, never asserted: this machine is shared and noisy.
 """
@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -76,10 +80,10 @@ async def writer(db: str) -> None:
 # --- the bot's process --------------------------------------------------------------------------------
 
 
-async def build(db: Path, size: int, squad: Path) -> list[str]:
+async def build(db: Path | str, size: int, squad: Path, workdir: Path) -> list[str]:
     real, questions = load_squad(squad)
     articles = real + synthetic_articles(SyntheticCorpus(SyntheticConfig()), max(0, size - len(real) * 5), seed=size)
-    jsonl = db.with_suffix(".jsonl")
+    jsonl = workdir / "library.jsonl"
     jsonl.write_text("".join(json.dumps(a) + "\n" for a in articles))
     lib = await Library.open(db, corpus_dir=None)
     try:
@@ -120,7 +124,7 @@ async def ask_costs(lib: Library, questions: list[str], rounds: int) -> tuple[li
     return watching, baseline
 
 
-async def cross_process(lib: Library, db: Path, adds: int) -> tuple[list[float], list[float]]:
+async def cross_process(lib: Library, db: Path | str, adds: int) -> tuple[list[float], list[float]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--writer", str(db),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -158,29 +162,48 @@ async def cross_process(lib: Library, db: Path, adds: int) -> tuple[list[float],
     return asked, unasked
 
 
+@contextlib.contextmanager
+def database(postgres: bool, workdir: Path) -> Iterator[Path | str]:
+    """A SQLite file in `workdir`, or a database on a throwaway PostgreSQL (tests/postgres.py)."""
+    if not postgres:
+        yield workdir / "library.sqlite3"
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from postgres import start_server
+
+    server = start_server(durable=True)
+    try:
+        subprocess.run([*server.run_as, str(server.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "bench"], check=True)
+        yield server.url("bench")
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=100_000, help="library size in sentences (about)")
     parser.add_argument("--adds", type=int, default=50, help="articles added by the other process, per mode")
     parser.add_argument("--rounds", type=int, default=10, help="blocks of 50 questions per ask mode")
     parser.add_argument("--squad", type=Path, default=DEFAULT_SQUAD)
+    parser.add_argument("--postgres", action="store_true", help="the library in a throwaway PostgreSQL (NOTIFY wakes the look)")
     parser.add_argument("--writer", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.writer:
         await writer(args.writer)
         return
-    with tempfile.TemporaryDirectory(prefix="quotebot-xproc-") as tmp:
-        db = Path(tmp) / "library.sqlite3"
-        questions = await build(db, args.size, args.squad)
+    with tempfile.TemporaryDirectory(prefix="quotebot-xproc-") as tmp, database(args.postgres, Path(tmp)) as db:
+        questions = await build(db, args.size, args.squad, Path(tmp))
         lib = await Library.open(db, corpus_dir=None)
         try:
             asked, unasked = await cross_process(lib, db, args.adds)
             watching, baseline = await ask_costs(lib, questions, args.rounds)
         finally:
             await lib.close()
-    print(f"\nadded in another process -> answerable here ({args.adds} adds each):")
+    print(f"\nstore: {'PostgreSQL' if args.postgres else 'SQLite'}")
+    print(f"added in another process -> answerable here ({args.adds} adds each):")
     print(f"  asked at once          {figures(asked)}")
-    print(f"  nobody asks (0.5 s look) {figures(unasked)}")
+    print(f"  nobody asks (NOTIFY or the 0.5 s look) {figures(unasked)}")
     print(f"\nask, {len(watching)} SQuAD questions each, same run, interleaved:")
     print(f"  with change watching   {figures(watching)}   mean {statistics.fmean(watching):.2f} ms")
     print(f"  without (baseline)     {figures(baseline)}   mean {statistics.fmean(baseline):.2f} ms")
