@@ -1,5 +1,5 @@
-"""Many processes, one SQLite library: how soon the running bot answers from an article another
-process added, and what looking for such changes costs a question.
+"""Many processes, one library (SQLite, or PostgreSQL with --postgres): how soon the running bot
+answers from an article another process added, and what looking for such changes costs a question.
 
 A library (SQuAD v1.1 dev paragraphs, then synthetic articles up to `--size` sentences) is
 opened in this process, as the bot holds it. A second process (this script with `--writer`)
@@ -8,7 +8,8 @@ from the moment the writer's `add_draft` returned:
 
 * asked at once: a member asks about the new article straight away; time until that first
   answer quoting it is back (the question waits for the change log to be applied);
-* nobody asks: time until the background look (every 0.5 s) has put it in the index.
+* nobody asks: time until the background look (every 0.5 s; on PostgreSQL at once, woken by
+  the NOTIFY of the add) has put it in the index.
 
 Questions: SQuAD questions asked with the change watching as shipped, and the same questions
 with it switched off (baseline, same run, interleaved in blocks).
