@@ -111,6 +111,14 @@ async def test_an_added_article_answers_with_its_source(lib: Library) -> None:
     assert (await lib.store.get_article(article.id)).added_by == "admin"
 
 
+async def test_the_debris_dropped_from_an_article_is_kept_with_it(lib: Library) -> None:
+    draft = ArticleDraft(**_draft(harbour_story(90)), dropped=("Home | World | Sport", "Share"))
+    added = await lib.add_draft(draft, scope=GLOBAL_SCOPE, added_by="admin")
+    assert await lib.dropped_lines(added.article.id) == ["Home | World | Sport", "Share"]
+    plain = await lib.add_draft(ArticleDraft(**_draft(harbour_story(91))), scope=GLOBAL_SCOPE, added_by="admin")
+    assert await lib.dropped_lines(plain.article.id) == []
+
+
 async def test_a_removed_article_no_longer_answers(lib: Library) -> None:
     others = await background(lib)
     added = await lib.add_draft(ArticleDraft(**_draft(harbour_story(1))), scope=GLOBAL_SCOPE, added_by="admin")
@@ -467,7 +475,7 @@ def test_the_command_line_imports_into_postgresql_and_another_process_answers(pg
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert imported.returncode == 0, imported.stderr
-    assert "added 1, duplicates 0, failed 0" in imported.stdout
+    assert imported.stdout.startswith("added 1 ") and imported.stdout.rstrip().endswith("duplicates 0, failed 0")
     asked = subprocess.run(
         [sys.executable, "-m", "bot", "ask", "--db", pg_url, "--json", "who released the footage?"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,

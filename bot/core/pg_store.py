@@ -26,7 +26,17 @@ from typing import Any, TypeVar
 import asyncpg
 
 from .articles import ArticleDraft, ArticleInfo, DuplicateArticle, SentenceRecord
-from .storage import MAX_ID, Change, ChangeLog, IndexRow, StoreBusy, StoredSentence, StoreError, paragraph_key
+from .storage import (
+    MAX_ID,
+    Change,
+    ChangeLog,
+    IndexRow,
+    StoreBusy,
+    StoredSentence,
+    StoreError,
+    _dropped,
+    paragraph_key,
+)
 from .stores import describe
 
 log = logging.getLogger(__name__)
@@ -165,6 +175,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE changes ADD COLUMN at BIGINT NOT NULL DEFAULT 0;
     UPDATE changes SET at = extract(epoch FROM now())::bigint;
     """,
+    # The lines the importer dropped as page debris (the first storage.DROPPED_MAX_CHARS of them).
+    "ALTER TABLE articles ADD COLUMN dropped TEXT;",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -192,7 +204,7 @@ _ARTICLE_COLUMNS = (
 )
 _COPY_ARTICLE_COLUMNS = (
     "id", "scope", "title", "source", "author", "url", "published", "caption", "body",
-    "added_by", "added_at", "content_hash", "sentence_count",
+    "added_by", "added_at", "content_hash", "sentence_count", "dropped",
 )
 _COPY_SENTENCE_COLUMNS = ("id", "article_id", "seq", "paragraph", "kind", "start", "end", "text", "tokens")
 
@@ -638,6 +650,11 @@ class PgArticleStore:
         )
         return [ArticleInfo(*row) for row in rows]
 
+    async def dropped_lines(self, article_id: int) -> list[str]:
+        """The page-debris lines dropped from an article when it was imported (the first few KB)."""
+        rows = await self._fetch("SELECT dropped FROM articles WHERE id = $1", article_id)
+        return rows[0][0].split("\n") if rows and rows[0][0] else []
+
     async def article_text(self, article_id: int) -> tuple[str, str] | None:
         """(title, body) as stored."""
         rows = await self._fetch("SELECT title, body FROM articles WHERE id = $1", article_id)
@@ -792,7 +809,7 @@ async def _article_rows(
         yield (
             article_id, scope, _text(draft.title), _text(draft.source), _text(draft.author), _text(draft.url),
             _text(draft.published), _text(draft.caption), _text(draft.body), _text(by), at or now, hashes[i],
-            len(records),
+            len(records), _text(_dropped(draft.dropped)),
         )
         if n % 100 == 0:
             await asyncio.sleep(0)
