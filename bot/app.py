@@ -14,10 +14,16 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-async def open_library(settings: Settings) -> Library:
+async def open_library(settings: Settings, *, sharded: bool = False) -> Library:
     """The store the settings name (PostgreSQL for a database URL, else the SQLite file), and
-    the library over it; closing the library closes the store."""
+    the library over it; closing the library closes the store. `sharded`: the library of a
+    Discord process, holding only its shards' servers (when QUOTEBOT_SHARD_COUNT is set); the
+    console and the command line hold every server."""
     store = await open_store(settings.store_target(), pool_size=settings.database_pool_size)
     return await Library.open(
-        store, limits=limits_from(settings), top_k=settings.top_k, corpus_dir=settings.corpus_dir
+        store,
+        limits=limits_from(settings),
+        top_k=settings.top_k,
+        corpus_dir=settings.corpus_dir,
+        shards=settings.shards if sharded else None,
     )

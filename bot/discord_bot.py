@@ -20,6 +20,7 @@ from discord.ext import commands
 from .app import open_library
 from .core.feedback import Feedback
 from .core.channels import ChannelModes
+from .core.cluster import LoginGate
 from .core.fetch import FetchPolicy, fetch_session
 from .core.library import Library
 from .core.questions import QuestionLog
@@ -71,9 +72,13 @@ class QuoteBot(commands.Bot):
         http_session: aiohttp.ClientSession | None = None,
         intents: discord.Intents | None = None,
         extensions: Sequence[str] = INITIAL_EXTENSIONS,
+        login_gate: LoginGate | None = None,
     ) -> None:
         prefix = settings.command_prefix.strip()
+        shards = settings.shards
+        sharding = {"shard_ids": list(shards.ids), "shard_count": shards.count} if shards else {}
         super().__init__(
+            **sharding,
             # A mention always works as a prefix: it needs no Message Content intent.
             command_prefix=commands.when_mentioned_or(prefix) if prefix else commands.when_mentioned,
             intents=intents or build_intents(settings),
@@ -93,6 +98,8 @@ class QuoteBot(commands.Bot):
         self.channel_modes = ChannelModes(library.store)
         self.questions = QuestionLog(library.store, enabled=settings.store_questions)
         self.initial_extensions = tuple(extensions)
+        self.login_gate = login_gate
+        self._max_concurrency: int | None = None
 
     async def setup_hook(self) -> None:
         for extension in self.initial_extensions:
@@ -101,6 +108,25 @@ class QuoteBot(commands.Bot):
             except Exception:
                 # One broken extension should not keep the rest of the bot offline.
                 log.exception("Failed to load extension %s", extension)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """With a gate (PostgreSQL), logins are spaced across every process of the bot, one per
+        login bucket every 5 s; without one, discord.py's spacing within this process."""
+        if self.login_gate is None:
+            await super().before_identify_hook(shard_id, initial=initial)
+            return
+        if self._max_concurrency is None:
+            try:
+                _, _, limits = await self.http.get_bot_gateway()
+                self._max_concurrency = int(limits.get("max_concurrency", 1))
+            except discord.DiscordException:
+                self._max_concurrency = 1  # one bucket: slower logins, never too many
+        await self.login_gate.before_identify(shard_id or 0, self._max_concurrency)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.login_gate is not None:
+            await self.login_gate.close()
 
     async def process_commands(self, message: discord.Message) -> None:
         # Only messages that name a real command are invoked: anything else (a question after
@@ -116,6 +142,15 @@ class QuoteBot(commands.Bot):
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("Logged in as %s (id %s), in %d server(s)", self.user, self.user.id, len(self.guilds))
+
+
+class ShardedQuoteBot(QuoteBot, commands.AutoShardedBot):
+    """The bot running the shards QUOTEBOT_SHARD_IDS of QUOTEBOT_SHARD_COUNT (one process of
+    several: docs/deploy.md); its library holds only those shards' servers."""
+
+
+def bot_class(settings: Settings) -> type[QuoteBot]:
+    return ShardedQuoteBot if settings.shards is not None else QuoteBot
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -138,9 +173,9 @@ def run_bot(settings: Settings) -> int:
 
 
 async def _run(settings: Settings, token: str) -> int:
-    library = await open_library(settings)
+    library = await open_library(settings, sharded=True)
     try:
-        async with fetch_session(fetch_policy(settings)) as session, QuoteBot(
+        async with fetch_session(fetch_policy(settings)) as session, bot_class(settings)(
             settings, library, http_session=session
         ) as bot:
             _close_on_signals(bot)

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 from platformdirs import user_data_dir
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .core.cluster import Shards
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 DEFAULT_CORPUS_DIR = PACKAGE_ROOT.parent / "corpus"
@@ -54,6 +56,11 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = Field(default=3, ge=0)
     allow_private_urls: bool = False
 
+    # Many processes (docs/deploy.md): this process runs these Discord shards out of
+    # shard_count and holds only their servers' articles. Unset: one process, every server.
+    shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    shard_count: int | None = Field(default=None, ge=1)
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -65,7 +72,7 @@ class Settings(BaseSettings):
             return self.database_url.get_secret_value().strip()
         return self.db_path
 
-    @field_validator("manager_role_ids", "answer_channel_ids", mode="before")
+    @field_validator("manager_role_ids", "answer_channel_ids", "shard_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
@@ -73,6 +80,20 @@ class Settings(BaseSettings):
         if isinstance(value, int):
             return [value]
         return value
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> Settings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("QUOTEBOT_SHARD_IDS needs QUOTEBOT_SHARD_COUNT (the bot's total number of shards)")
+        self.shards  # noqa: B018 -- raises on ids out of range
+        return self
+
+    @property
+    def shards(self) -> Shards | None:
+        """The shards this process runs; every shard when only the count is set."""
+        if self.shard_count is None:
+            return None
+        return Shards.of(self.shard_ids or range(self.shard_count), self.shard_count)
 
 
 @lru_cache(maxsize=1)

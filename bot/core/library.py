@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Passage, QuestionError
 from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord, visible
+from .cluster import Shards
 from .importers import Metadata, ParsedItem, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
@@ -87,12 +88,17 @@ def scopes_for(guild_id: int | None) -> tuple[int, ...]:
 
 
 class Library:
-    def __init__(self, store: Store, retriever: Retriever, limits: Limits, top_k: int = 3) -> None:
+    def __init__(
+        self, store: Store, retriever: Retriever, limits: Limits, top_k: int = 3, shards: Shards | None = None
+    ) -> None:
         self.store = store
         self.retriever = retriever
         self.limits = limits
         self.top_k = top_k
-        self._cache_path = _cache_path(store.path)
+        # A process running some of the bot's shards indexes only the global articles and its
+        # servers' (bot/core/cluster.py); None: every scope (one process, the console, the CLI).
+        self.shards = shards
+        self._cache_path = _cache_path(store.path, shards)
         self._saved_stamp: int | None = None
         self._compaction: asyncio.Task[None] | None = None
         # Every change up to this generation is in the index (some later ones may be too: see
@@ -119,12 +125,13 @@ class Library:
         limits: Limits = Limits(),
         top_k: int = 3,
         corpus_dir: Path | None = None,
+        shards: Shards | None = None,
     ) -> Library:
         """Open the store (or take `target`, an open one: the library closes it), load or
         build the index, and import `corpus_dir` into a new library."""
         store = await open_store(target) if isinstance(target, (str, Path)) else target
         try:
-            library = cls(store, Retriever(), limits, top_k)
+            library = cls(store, Retriever(), limits, top_k, shards)
             stored_version = await store.tokenizer_version()
             if stored_version != TOKENIZER_VERSION:
                 log.info("Re-tokenising the stored sentences (tokenizer %d -> %d)", stored_version, TOKENIZER_VERSION)
@@ -191,7 +198,8 @@ class Library:
         if found is not None:
             retriever, stamp = found
             cached = int(stamp) if stamp.isdigit() else -1
-            if cached == current and not (len(retriever) == 0 and await self.store.count_articles() > 0):
+            empty = len(retriever) == 0 and self.shards is None and await self.store.count_articles() > 0
+            if cached == current and not empty:
                 self.retriever, self._generation, self._saved_stamp = retriever, cached, cached
                 log.info("Loaded the index of %d sentences from %s", len(retriever), self._cache_path)
                 return
@@ -214,7 +222,7 @@ class Library:
         generation = await self.store.generation()
         retriever = Retriever()
         async for rows in self.store.iter_index_rows():
-            await asyncio.to_thread(retriever.add, rows)
+            await asyncio.to_thread(self._add_held, retriever, rows)
             # What the index keeps grows by ~20k objects a batch; unfrozen, the cyclic collector
             # walks all of them again and again (at 1M sentences, rebuild phases 24.5 s -> 16.5 s).
             _freeze_heap()
@@ -249,6 +257,15 @@ class Library:
         # waiting did not, and the next look tries again.
         if not task.cancelled() and task.exception() is not None:
             log.debug("Applying the change log failed", exc_info=task.exception())
+
+    def holds(self, scope: int) -> bool:
+        """Whether this process's index holds `scope` (see `shards`)."""
+        return self.shards is None or self.shards.holds(scope)
+
+    def _add_held(self, retriever: Retriever, rows: Sequence[IndexRow]) -> None:
+        if self.shards is not None:
+            rows = [r for r in rows if self.shards.holds(r.scope)]
+        retriever.add(rows)
 
     async def _watch(self) -> None:
         """Look for other processes' changes every POLL_SECONDS, and at once when the store
@@ -302,7 +319,13 @@ class Library:
         if not changes:
             return True
         removed = {i for c in changes if c.removed for i in c.removed}
-        rows = await self.store.index_rows_of(c.article_id for c in changes if c.removed is None)
+        added = {c.article_id for c in changes if c.removed is None}
+        if self.shards is not None and added:
+            # Another shard's articles: one look at their scopes instead of reading their
+            # sentences. (A removed one's ids are removed anyway: unknown ids cost nothing.)
+            infos = await self.store.articles_by_ids(added)
+            added = {a for a, info in infos.items() if self.shards.holds(info.scope)}
+        rows = await self.store.index_rows_of(added)
         try:
             await asyncio.to_thread(self._replace_rows, removed | {r.sentence_id for r in rows}, rows)
         except ValueError:
@@ -609,6 +632,8 @@ class Library:
     def _index_stored(self, scope: int, stored: Sequence[tuple[int, Sequence[int], Sequence[SentenceRecord]]]) -> None:
         """Index stored articles (article id, sentence ids, records); runs in a worker thread
         (a batch is tens of thousands of rows: building them on the loop stalled it ~60 ms)."""
+        if not self.holds(scope):
+            return
         rows = [row for article_id, ids, recs in stored for row in _index_rows(article_id, scope, ids, recs)]
         # In slices: one add holds the GIL for stretches that grow with its size.
         start = 0
@@ -723,7 +748,8 @@ def _sidecar_meta(path: Path) -> Metadata:
     return Metadata(**{k: str(v) for k, v in data.items() if k in Metadata.__slots__ and v})
 
 
-def _cache_path(db_path: Path | None) -> Path | None:
+def _cache_path(db_path: Path | None, shards: Shards | None = None) -> Path | None:
     if db_path is None or str(db_path) == ":memory:":
         return None
-    return db_path.with_name(db_path.name + ".index")
+    # A process holding some shards keeps a cache of its own: it holds only their scopes.
+    return db_path.with_name(db_path.name + (f".{shards.name}" if shards else "") + ".index")
