@@ -89,7 +89,13 @@ def scopes_for(guild_id: int | None) -> tuple[int, ...]:
 
 class Library:
     def __init__(
-        self, store: Store, retriever: Retriever, limits: Limits, top_k: int = 3, shards: Shards | None = None
+        self,
+        store: Store,
+        retriever: Retriever,
+        limits: Limits,
+        top_k: int = 3,
+        shards: Shards | None = None,
+        snapshot: Path | None = None,
     ) -> None:
         self.store = store
         self.retriever = retriever
@@ -98,7 +104,9 @@ class Library:
         # A process running some of the bot's shards indexes only the global articles and its
         # servers' (bot/core/cluster.py); None: every scope (one process, the console, the CLI).
         self.shards = shards
-        self._cache_path = _cache_path(store.path, shards)
+        # The index cache (a snapshot a restart loads, then catches up from the change log):
+        # beside a SQLite file, or at `snapshot` for a server database.
+        self._cache_path = _cache_path(snapshot or store.path, shards)
         self._saved_stamp: int | None = None
         self._compaction: asyncio.Task[None] | None = None
         # Every change up to this generation is in the index (some later ones may be too: see
@@ -126,12 +134,13 @@ class Library:
         top_k: int = 3,
         corpus_dir: Path | None = None,
         shards: Shards | None = None,
+        snapshot: Path | None = None,
     ) -> Library:
         """Open the store (or take `target`, an open one: the library closes it), load or
         build the index, and import `corpus_dir` into a new library."""
         store = await open_store(target) if isinstance(target, (str, Path)) else target
         try:
-            library = cls(store, Retriever(), limits, top_k, shards)
+            library = cls(store, Retriever(), limits, top_k, shards, snapshot)
             stored_version = await store.tokenizer_version()
             if stored_version != TOKENIZER_VERSION:
                 log.info("Re-tokenising the stored sentences (tokenizer %d -> %d)", stored_version, TOKENIZER_VERSION)
