@@ -144,3 +144,20 @@ def test_the_discord_skin_runs_the_configured_shards(monkeypatch):
     monkeypatch.delenv("QUOTEBOT_SHARD_IDS")
     monkeypatch.delenv("QUOTEBOT_SHARD_COUNT")
     assert bot_class(Settings(_env_file=None)) is QuoteBot
+
+
+async def test_with_a_login_gate_each_shard_waits_for_its_bucket_before_identifying(monkeypatch):
+    from unittest.mock import AsyncMock
+
+    from bot.discord_bot import ShardedQuoteBot
+
+    monkeypatch.setenv("QUOTEBOT_SHARD_IDS", "16,17")
+    monkeypatch.setenv("QUOTEBOT_SHARD_COUNT", "32")
+    gate = MagicMock(before_identify=AsyncMock(), close=AsyncMock())
+    bot = ShardedQuoteBot(Settings(_env_file=None), MagicMock(), login_gate=gate)
+    # Discord tells the bot how many logins it may make at once (its "max concurrency").
+    monkeypatch.setattr(bot.http, "get_bot_gateway", AsyncMock(return_value=(32, "wss://gateway", {"max_concurrency": 16})))
+    await bot.before_identify_hook(16, initial=True)
+    await bot.before_identify_hook(17)
+    assert [c.args for c in gate.before_identify.await_args_list] == [(16, 16), (17, 16)]
+    assert bot.http.get_bot_gateway.await_count == 1  # asked once
