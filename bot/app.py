@@ -1,8 +1,12 @@
 """The composition root: settings -> store -> library. Every skin starts here and nowhere else."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from pathlib import Path
+
 from .core.library import Library, Limits
-from .core.stores import open_store
+from .core.stores import describe, is_postgres_url, open_store
 from .settings import Settings
 
 
@@ -26,4 +30,19 @@ async def open_library(settings: Settings, *, sharded: bool = False) -> Library:
         top_k=settings.top_k,
         corpus_dir=settings.corpus_dir,
         shards=settings.shards if sharded else None,
+        snapshot=snapshot_path(settings),
     )
+
+
+def snapshot_path(settings: Settings) -> Path | None:
+    """Where this machine keeps the index snapshot of a PostgreSQL library: a restart loads it
+    and catches up from the change log instead of rebuilding (a SQLite library's is beside its
+    file). Named after the database, so two databases never share one."""
+    target = settings.store_target()
+    if not is_postgres_url(target):
+        return None
+    folder = settings.db_path.parent
+    with contextlib.suppress(OSError):  # not writable: the library runs without a snapshot
+        folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(describe(target).encode()).hexdigest()[:16]
+    return folder / f"postgres-{key}.index"

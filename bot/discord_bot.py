@@ -24,6 +24,7 @@ from .core.cluster import LoginGate
 from .core.fetch import FetchPolicy, fetch_session
 from .core.library import Library
 from .core.questions import QuestionLog
+from .core.stores import is_postgres_url
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -174,9 +175,12 @@ def run_bot(settings: Settings) -> int:
 
 async def _run(settings: Settings, token: str) -> int:
     library = await open_library(settings, sharded=True)
+    target = settings.store_target()
+    # Over PostgreSQL other processes of the bot may be logging in too: space logins across all.
+    gate = LoginGate(target) if is_postgres_url(target) else None
     try:
         async with fetch_session(fetch_policy(settings)) as session, bot_class(settings)(
-            settings, library, http_session=session
+            settings, library, http_session=session, login_gate=gate
         ) as bot:
             _close_on_signals(bot)
             try:

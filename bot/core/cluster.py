@@ -82,7 +82,14 @@ class LoginGate:
         import asyncpg
 
         bucket = shard_id % max(max_concurrency, 1)
-        conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "quotebot-login"})
+        try:
+            conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "quotebot-login"})
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The database is away: log in anyway after the spacing (Discord may then refuse a
+            # login that collides with another process's, and discord.py tries it again).
+            log.warning("Cannot take the login lock (%s); waiting %.1f s instead", type(exc).__name__, self._spacing)
+            await asyncio.sleep(self._spacing)
+            return
         try:
             await conn.execute("SELECT pg_advisory_lock($1, $2)", LOGIN_LOCK_CLASS, bucket)
         except BaseException:
