@@ -162,6 +162,8 @@ def main() -> None:
         rows.append(("questions per second, two processes", f"{both_qps:.0f} ({both_qps / one_qps:.2f}x one)"))
         print(rows[-4:], flush=True)
 
+        rss = a(op="state")["rss_mb"]
+        rows.append(("memory of one process holding every sentence (RSS)", f"{rss:.0f} MB"))
         b.close()
         replicas.remove(b)
         for i in range(20):  # B is away: the log grows by 20 articles

@@ -13,7 +13,7 @@ JSON line:
     {"op": "remove", "id": 12}                        -> {"removed": 12}
     {"op": "wait", "q": "...", "title": "...", "present": true, "timeout": 10}
         -> {"seconds": 0.2} once the answer to q does (or does not) quote that title
-    {"op": "state"}                                   -> {"sentences": n, "generation": g}
+    {"op": "state"}                                   -> {"sentences": n, "generation": g, "rss_mb": 400.0}
     {"op": "until", "generation": g, "timeout": 10}   -> {"seconds": 0.05} once the index holds
         every change up to g, with no question asked (the background follower's work)
     {"op": "bench", "qs": [...], "seconds": 5}        -> {"answered": n, "ms": [...]}
@@ -74,7 +74,7 @@ async def handle(lib: Library, cmd: dict) -> dict:
             await asyncio.sleep(0.002)
         return {"seconds": time.perf_counter() - start}
     if op == "state":
-        return {"sentences": len(lib.retriever), "generation": lib._generation}
+        return {"sentences": len(lib.retriever), "generation": lib._generation, "rss_mb": _rss_mb()}
     if op == "bench":
         ms: list[float] = []
         end = time.perf_counter() + cmd["seconds"]
@@ -86,6 +86,15 @@ async def handle(lib: Library, cmd: dict) -> dict:
             i += 1
         return {"answered": len(ms), "ms": ms}
     return {"error": f"unknown op {op}"}
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (Linux), in MB."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 async def main() -> None:
@@ -102,7 +111,7 @@ async def main() -> None:
     lib = await Library.open(args.database, corpus_dir=None, shards=shards, snapshot=args.snapshot)
     print(json.dumps({"ready": time.perf_counter() - start, "sentences": len(lib.retriever)}), flush=True)
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=1 << 24)  # a bench command carries its questions
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
         while line := await reader.readline():
