@@ -77,7 +77,8 @@ class QuoteBot(commands.Bot):
     ) -> None:
         prefix = settings.command_prefix.strip()
         shards = settings.shards
-        sharding = {"shard_ids": list(shards.ids), "shard_count": shards.count} if shards else {}
+        sharded = shards is not None and isinstance(self, commands.AutoShardedBot)
+        sharding = {"shard_ids": list(shards.ids), "shard_count": shards.count} if sharded else {}
         super().__init__(
             **sharding,
             # A mention always works as a prefix: it needs no Message Content intent.
