@@ -23,9 +23,9 @@ from test_discord_bot import record_sends
 
 from conftest import SEED_ARTICLE, FakeDiscord, make_settings, mock_interaction, said, slash_context, start_fake_discord
 
-QUESTION = "who released the footage?"
+QUESTION = "which pastor released the footage?"
 # Answered, but its best passage lacks "ferry": quoted in `always`, withheld in `confident`.
-UNSURE_QUESTION = "who released footage from the ferry?"
+UNSURE_QUESTION = "who released footage from a ferry in Seoul?"
 UNANSWERABLE = "what is the boiling point of tungsten?"
 
 

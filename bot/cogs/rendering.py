@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import discord
 from discord.ext import commands
 
-from bot.core.answers import NOTHING_MATCHES, Answer, Passage
+from bot.core.answers import Answer, Passage, decline_text
 from bot.core.articles import GLOBAL_SCOPE, ArticleInfo
 from bot.core.feedback import PassageContext
 from bot.core.library import ImportSummary
@@ -224,7 +224,7 @@ def passage_embed(passage: Passage, terms: Collection[str], limit: int) -> disco
 
 def answer_reply(answer: Answer) -> Reply:
     if not answer.answered:
-        return Reply(content=clip_content(answer.declined or NOTHING_MATCHES))
+        return Reply(content=clip_content(decline_text(answer, shown=lambda title: fit(one_line(title), 200))))
     passages = answer.passages[:EMBED_COUNT_LIMIT]
     # The 6000-character total is shared by all embeds of the message.
     share = min(EMBED_DESCRIPTION_LIMIT, (EMBED_TOTAL_LIMIT - _TOTAL_HEADROOM) // len(passages))

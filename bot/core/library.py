@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Passage, QuestionError
+import numpy as np
+
+from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Nearest, Passage, QuestionError
 from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord, visible
 from .cluster import Shards
+from .confidence import QuestionWords, features, load_model, rarity, too_thin, weigh_question, with_best, word_pairs
 from .importers import Metadata, ParsedItem, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever
@@ -47,12 +50,21 @@ ASK_WAITS_FOR_OTHERS_SECONDS = 1.0
 
 IMPORTABLE_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".jsonl"}
 
-# A sentence is quoted only when its score reaches this share of what the question's words
-# are worth (Retriever.information: the sum of their idf) and at least this share of the
-# best sentence's score: below that it is likely unrelated. Calibrated on SQuAD
-# (docs/answer-quality.md): SQuAD questions answered, questions about absent articles declined.
-MIN_COVERAGE = 0.85
+# Whether to quote is decided by the confidence model (confidence.py, docs/answer-quality.md);
+# sentences under this share of the best one's score are not even candidates.
 MIN_RELATIVE_SCORE = 0.25
+# Candidate sentences described and judged per question.
+EXAMINED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A sentence the question might be answered with, and how sure the library is of it."""
+
+    hit: Hit
+    sentence: StoredSentence
+    features: np.ndarray  # confidence.FEATURES
+    confidence: float  # that this sentence answers the question
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +167,9 @@ class Library:
                 await library.save_index()
             else:
                 await library._load_index()
+            # The English word lists the confidence model weighs words by take ~0.5 s to load,
+            # holding the GIL: here, before anything else runs, not under a question or import.
+            await asyncio.to_thread(rarity, "the")
             _freeze_heap()
         except BaseException:
             await store.close()
@@ -382,13 +397,23 @@ class Library:
     # --- questions ----------------------------------------------------------------------------
 
     async def ask(self, question: str, *, guild_id: int | None = None, top_k: int | None = None) -> Answer:
+        k = top_k or self.top_k
+        terms, candidates = await self.assess(question, guild_id=guild_id, examine=max(EXAMINED, 2 * k))
+        if not terms:
+            return Answer(question, (), frozenset(), ONLY_COMMON_WORDS)
+        return await self._compose(" ".join(question.split()), terms, candidates, k)
+
+    async def assess(
+        self, question: str, *, guild_id: int | None = None, examine: int = EXAMINED
+    ) -> tuple[list[str], list[Candidate]]:
+        """(question terms, the best `examine` candidate sentences with their features and
+        confidence, best first). Raises QuestionError for a question the bot cannot take."""
         question = " ".join((question or "").split())
         if not question:
             raise QuestionError("Ask a question, for example: who released the footage?")
         if len(question) > self.limits.max_question_chars:
             raise QuestionError(f"That question is too long ({len(question)} characters; the limit is {self.limits.max_question_chars}).")
-        k = top_k or self.top_k
-        rank = functools.partial(self._rank, question, max(30, k * 10), scopes_for(guild_id))
+        rank = functools.partial(self._rank, question, max(30, examine), scopes_for(guild_id))
         # Has another process changed the library? Asked of the database while the question is
         # ranked, so the look costs a question nothing unless something did change.
         looked = asyncio.ensure_future(self.store.generation())
@@ -397,62 +422,73 @@ class Library:
         ranked_at = self._generation
         try:
             # One trip to a worker thread for all the CPU work: every hop costs a wake-up.
-            terms, hits, information = await asyncio.to_thread(rank)
+            terms, hits, weights = await asyncio.to_thread(rank)
         except BaseException:
             looked.cancel()
             raise
         if await looked != ranked_at:
             await self.refresh()
             if self._generation != ranked_at:
-                terms, hits, information = await asyncio.to_thread(rank)
-        if not terms:
-            return Answer(question, (), frozenset(), ONLY_COMMON_WORDS)
-        passages = await self._compose(hits, information, k)
-        return Answer(question, tuple(passages), frozenset(terms), None if passages else NOTHING_MATCHES)
-
-    def _rank(self, question: str, k: int, scopes: Sequence[int]) -> tuple[list[str], list[Hit], float]:
-        """(question terms, best hits, what a full match is worth); runs in a worker thread."""
-        terms = tokenize(question)
-        if not terms:
-            return terms, [], 0.0
-        retriever = self.retriever
-        return terms, retriever.search(terms, k, scopes), retriever.information(terms, scopes)
-
-    async def _compose(self, hits: list[Hit], information: float, k: int) -> list[Passage]:
-        if not hits:
-            return []
+                terms, hits, weights = await asyncio.to_thread(rank)
+        if not terms or not hits or weights is None:
+            return terms, []
         sentences = await self.store.sentences_by_ids(h.sentence_id for h in hits)
         best = hits[0].score
         seen_texts: set[str] = set()
-        chosen: list[list[tuple[StoredSentence, float]]] = []
+        kept: list[tuple[Hit, StoredSentence]] = []
         for hit in hits:
             s = sentences.get(hit.sentence_id)
             if s is None:  # removed between ranking and reading
                 continue
-            if hit.score < best * MIN_RELATIVE_SCORE:
+            if hit.score < best * MIN_RELATIVE_SCORE or len(kept) >= examine:
                 break
-            coverage = hit.score / information if information > 0 else 0.0
-            if coverage < MIN_COVERAGE:
-                continue
             key = normalise(visible(s.text))
-            if key in seen_texts:
-                continue
-            seen_texts.add(key)
-            group = next((g for g in chosen if _adjacent(g, s)), None)
-            if group is not None:
-                group.append((s, hit.score))
-            elif len(chosen) < k:
-                chosen.append([(s, hit.score)])
-        if not chosen:
-            return []
-        articles = await self.store.articles_by_ids(g[0][0].article_id for g in chosen)
+            if key not in seen_texts:
+                seen_texts.add(key)
+                kept.append((hit, s))
+        paragraphs = await self.store.paragraph_tokens((s.article_id, s.paragraph, s.kind) for _, s in kept if s.kind != "title")
+        rows, confidences = await asyncio.to_thread(_describe, weights, best, kept, paragraphs)
+        return terms, [Candidate(hit, s, x, c) for (hit, s), x, c in zip(kept, rows, confidences)]
+
+    def _rank(self, question: str, k: int, scopes: Sequence[int]) -> tuple[list[str], list[Hit], QuestionWords | None]:
+        """(question terms, best hits, what each question word is worth); runs in a worker thread."""
+        terms = tokenize(question)
+        if not terms:
+            return terms, [], None
+        retriever = self.retriever
+        return terms, retriever.search(terms, k, scopes), weigh_question(question, terms)
+
+    async def _compose(self, question: str, terms: list[str], candidates: list[Candidate], k: int) -> Answer:
+        """Quote the best candidates if the library is sure enough that they answer; else say
+        why not, and name the closest article when something came close."""
+        if not candidates:
+            return Answer(question, (), frozenset(terms), NOTHING_MATCHES)
+        model = load_model()
+        top = candidates[0]
+        confidence = model.answer_confidence(top.features)
+        answerable = model.answerable_confidence(top.features)
+        if answerable < model.answer_threshold or too_thin(top.features):
+            nearest = None
+            if answerable >= model.close_threshold:
+                info = await self.store.get_article(top.sentence.article_id)
+                if info is not None:
+                    nearest = Nearest(info.id, info.title)
+            return Answer(question, (), frozenset(terms), NOTHING_MATCHES, round(confidence, 4), round(answerable, 4), nearest)
+        chosen: list[list[Candidate]] = []
+        for c in candidates:
+            group = next((g for g in chosen if _adjacent(g, c.sentence)), None)
+            if group is not None:  # a neighbour of a quoted sentence: quoted with it, verbatim
+                group.append(c)
+            elif len(chosen) < k and (c is top or c.confidence >= model.passage_threshold):
+                chosen.append([c])
+        articles = await self.store.articles_by_ids(g[0].sentence.article_id for g in chosen)
         passages = []
         for group in chosen:
-            group.sort(key=lambda pair: pair[0].seq)
-            info = articles.get(group[0][0].article_id)
+            group.sort(key=lambda c: c.sentence.seq)
+            info = articles.get(group[0].sentence.article_id)
             if info is None:
                 continue
-            text = await self._passage_text(group)
+            text = await self._passage_text([c.sentence for c in group])
             passages.append(
                 Passage(
                     article_id=info.id,
@@ -461,20 +497,23 @@ class Library:
                     url=info.url,
                     published=info.published,
                     text=text,
-                    score=round(max(score for _, score in group), 6),
-                    sentence_ids=tuple(s.id for s, _ in group),
+                    score=round(max(c.hit.score for c in group), 6),
+                    sentence_ids=tuple(c.sentence.id for c in group),
+                    confidence=round(max(c.confidence for c in group), 4),
                 )
             )
-        return passages
+        if not passages:  # the articles went between ranking and reading
+            return Answer(question, (), frozenset(terms), NOTHING_MATCHES, round(confidence, 4), round(answerable, 4))
+        return Answer(question, tuple(passages), frozenset(terms), None, round(confidence, 4), round(answerable, 4))
 
-    async def _passage_text(self, group: list[tuple[StoredSentence, float]]) -> str:
+    async def _passage_text(self, group: list[StoredSentence]) -> str:
         if len(group) == 1:
-            return group[0][0].text
+            return group[0].text
         # Adjacent sentences are quoted with the stored text between them, so the passage is verbatim.
-        first, last = group[0][0], group[-1][0]
+        first, last = group[0], group[-1]
         stored = await self.store.article_text(first.article_id)
         if stored is None:
-            return " ".join(s.text for s, _ in group)
+            return " ".join(s.text for s in group)
         return stored[1][first.start : last.end]
 
     # --- articles in and out --------------------------------------------------------------------
@@ -705,10 +744,31 @@ def _provenance(item: ParsedItem) -> tuple[str | None, str | None] | None:
     return (item.added_by, item.added_at) if item.added_at else None
 
 
-def _adjacent(group: list[tuple[StoredSentence, float]], s: StoredSentence) -> bool:
+def _describe(
+    weights: QuestionWords,
+    best: float,
+    kept: Sequence[tuple[Hit, StoredSentence]],
+    paragraphs: dict[tuple[int, int, str], list[str]],
+) -> tuple[list[np.ndarray], list[float]]:
+    """The confidence features of each candidate (a headline is its own paragraph) and the
+    chance that it answers; runs in a worker thread."""
+    rows = []
+    for hit, s in kept:
+        tokens = s.tokens.split()
+        words, pairs = set(tokens), word_pairs(tokens)
+        for other in paragraphs.get((s.article_id, s.paragraph, s.kind), ()):
+            other_tokens = other.split()
+            words.update(other_tokens)
+            pairs |= word_pairs(other_tokens)
+        rows.append(features(weights, hit.score, best, frozenset(tokens), words, pairs))
+    rows = with_best(rows)
+    return rows, load_model().passage_confidences(rows)
+
+
+def _adjacent(group: list[Candidate], s: StoredSentence) -> bool:
     return any(
         g.article_id == s.article_id and g.paragraph == s.paragraph and g.kind == s.kind and abs(g.seq - s.seq) == 1
-        for g, _ in group
+        for g in (c.sentence for c in group)
     )
 
 

@@ -667,6 +667,23 @@ class PgArticleStore:
         )
         return [StoredSentence(*row) for row in rows]
 
+    async def paragraph_tokens(self, keys: Iterable[tuple[int, int, str]]) -> dict[tuple[int, int, str], list[str]]:
+        """The stored tokens of every sentence of each (article id, paragraph, kind), in order."""
+        keys = sorted(set(keys))
+        out: dict[tuple[int, int, str], list[str]] = {k: [] for k in keys}
+        if not keys:
+            return out
+        rows = await self._fetch(
+            "SELECT s.article_id, s.paragraph, s.kind, s.tokens FROM sentences s"
+            " JOIN unnest($1::bigint[], $2::int[], $3::text[]) AS k(article_id, paragraph, kind)"
+            " ON s.article_id = k.article_id AND s.paragraph = k.paragraph AND s.kind = k.kind"
+            " ORDER BY s.article_id, s.seq",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+        )
+        for article_id, paragraph, kind, tokens in rows:
+            out[(article_id, paragraph, kind)].append(tokens)
+        return out
+
     async def sentences_by_ids(self, ids: Iterable[int]) -> dict[int, StoredSentence]:
         ids = list(ids)
         if not ids:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from .answers import Answer
+from .answers import Answer, decline_text
 from .articles import ArticleInfo, GLOBAL_SCOPE
 from .text_safety import json_safe, terminal_field, terminal_safe
 
@@ -20,7 +20,7 @@ def source_line(title: str, source: str | None, published: str | None, url: str 
 
 def answer_text(answer: Answer, width: int = 100) -> str:
     if not answer.answered:
-        return terminal_safe(answer.declined or "No stored article answers that.")
+        return terminal_safe(decline_text(answer))
     blocks = []
     for number, p in enumerate(answer.passages, start=1):
         quote = textwrap.fill(terminal_field(p.text), width=width, initial_indent="  > ", subsequent_indent="  > ")

@@ -745,6 +745,22 @@ class ArticleStore:
         )
         return [StoredSentence(*row) for row in rows]
 
+    async def paragraph_tokens(self, keys: Iterable[tuple[int, int, str]]) -> dict[tuple[int, int, str], list[str]]:
+        """The stored tokens of every sentence of each (article id, paragraph, kind), in order."""
+        keys = sorted(set(keys))
+        out: dict[tuple[int, int, str], list[str]] = {k: [] for k in keys}
+        for i in range(0, len(keys), 300):
+            chunk = keys[i : i + 300]
+            # Only "?" placeholders go into the SQL text, one group of three per key.
+            placeholders = " OR ".join(["(article_id = ? AND paragraph = ? AND kind = ?)"] * len(chunk))
+            rows = await self._fetch(
+                f"SELECT article_id, paragraph, kind, tokens FROM sentences WHERE {placeholders} ORDER BY article_id, seq",
+                [v for key in chunk for v in key],
+            )
+            for article_id, paragraph, kind, tokens in rows:
+                out[(article_id, paragraph, kind)].append(tokens)
+        return out
+
     async def sentences_by_ids(self, ids: Iterable[int]) -> dict[int, StoredSentence]:
         ids = list(ids)
         out: dict[int, StoredSentence] = {}

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.answers import Answer
 from ..core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, DuplicateArticle
 from ..core.cleaning import clean_text
 from ..core.library import Library, scopes_for
@@ -293,6 +294,14 @@ class Report:
     declined_out_of_library: float
     out_of_library_questions: int
     out_of_library_articles: int
+    small_libraries: int
+    small_own_questions: int
+    small_own_answered: float
+    small_other_questions: int
+    small_other_declined: float
+    coverage_risk: list[dict[str, float]]
+    decline_trade_off: list[dict[str, float]]
+    reliability: list[dict[str, float]]
     seconds: dict[str, float]
 
     def text(self) -> str:
@@ -321,8 +330,25 @@ class Report:
             f"declined, out-of-library questions ({self.out_of_library_questions:,} questions of "
             f"{self.out_of_library_articles} articles, each asked with its article removed): "
             f"{self.declined_out_of_library:.2%}",
-            "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()),
+            f"small libraries (one SQuAD article + the shipped corpus, {self.small_libraries} libraries): own questions "
+            f"answered {self.small_own_answered:.2%} of {self.small_own_questions:,}; other articles' questions declined "
+            f"{self.small_other_declined:.2%} of {self.small_other_questions:,}",
+            "coverage-risk, SQuAD questions answered only from a confidence (best sentence right among those answered):",
+            "  confidence >=  " + "".join(f"{p['confidence']:>7.1f}" for p in self.coverage_risk),
+            "  answered       " + "".join(f"{p['answered']:>7.1%}" for p in self.coverage_risk),
+            "  right          " + "".join(f"{p['right']:>7.1%}" for p in self.coverage_risk),
+            "declined share had the library declined below each 'answerable' value (* = the shipped threshold):",
         ]
+        groups = [k for k in self.decline_trade_off[0] if k != "answerable below"] if self.decline_trade_off else []
+        lines.append("  answerable <  " + "".join(f"{g:>16}" for g in groups))
+        threshold = _threshold()
+        for row in self.decline_trade_off:
+            mark = "*" if row["answerable below"] == threshold else " "
+            lines.append(f"  {row['answerable below']:>11.4f}{mark}  " + "".join(f"{row[g]:>16.2%}" for g in groups))
+        lines.append("reliability, answered SQuAD questions: confidence bin, answers, mean confidence, best sentence right")
+        for r in self.reliability:
+            lines.append(f"  {r['from']:.1f}-{r['to']:.1f}  {r['answers']:>6}  {r['mean confidence']:.3f}  {r['right']:.3f}")
+        lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
         return "\n".join(lines)
 
 
@@ -351,6 +377,7 @@ async def evaluate(
     *,
     limit: int | None = None,
     out_of_library_articles: int | None = None,
+    small_libraries: int = 0,
     workdir: str | Path | None = None,
 ) -> Report:
     seconds: dict[str, float] = {}
@@ -376,6 +403,7 @@ async def evaluate(
             started = time.perf_counter()
             ask_latencies = []
             declined = quoted = 0
+            asked: list[Asked] = []
             for q in questions:
                 t0 = time.perf_counter()
                 answer = await library.ask(q.text)
@@ -383,13 +411,20 @@ async def evaluate(
                 declined += not answer.answered
                 gold = set(cands.ids[cands.gold_mask(q)].tolist())
                 quoted += any(gold.intersection(p.sentence_ids) for p in answer.passages)
+                # What the confidence speaks of: the best-ranked sentence (a quoted passage may
+                # add its neighbours).
+                _, candidates = await library.assess(q.text)
+                best_right = bool(candidates) and candidates[0].sentence.text in q.gold
+                asked.append(await _asked(library, answer, q, best_right))
             seconds["asks"] = time.perf_counter() - started
 
             started = time.perf_counter()
-            ool_declined, ool_asked, ool_articles = await _out_of_library(
-                corpus, questions, out_of_library_articles
-            )
+            ool = await _out_of_library(corpus, questions, out_of_library_articles)
             seconds["out-of-library"] = time.perf_counter() - started
+
+            started = time.perf_counter()
+            own, other, small_articles = await _small_libraries(corpus, questions, small_libraries, workdir)
+            seconds["small libraries"] = time.perf_counter() - started
         finally:
             await library.close()
     return Report(
@@ -406,16 +441,48 @@ async def evaluate(
         ask_latency_ms=_latency(ask_latencies),
         declined_in_library=declined / max(1, len(questions)),
         gold_quoted=quoted / max(1, len(questions)),
-        declined_out_of_library=ool_declined / max(1, ool_asked),
-        out_of_library_questions=ool_asked,
-        out_of_library_articles=ool_articles,
+        declined_out_of_library=_share(a.answered is False for a in ool),
+        out_of_library_questions=len(ool),
+        out_of_library_articles=len({a.article for a in ool}),
+        small_libraries=small_articles,
+        small_own_questions=len(own),
+        small_own_answered=_share(a.answered for a in own),
+        small_other_questions=len(other),
+        small_other_declined=_share(not a.answered for a in other),
+        coverage_risk=coverage_risk(asked),
+        decline_trade_off=decline_trade_off({"SQuAD": asked, "out-of-library": ool, "small, own": own, "small, other": other}),
+        reliability=reliability_table([a for a in asked if a.answered]),
         seconds=seconds,
     )
 
 
-async def _out_of_library(
-    corpus: Corpus, questions: list[Question], articles: int | None
-) -> tuple[int, int, int]:
+@dataclass(frozen=True)
+class Asked:
+    """What one ask gave, for the decline measures."""
+
+    article: int
+    answered: bool
+    confidence: float  # that the first quote is right
+    answerable: float  # what declining is decided on
+    first_right: bool  # the best sentence (the first quote's own) is a gold sentence
+
+
+def _holds_gold(text: str, q: Question) -> bool:
+    return any(g in text for g in q.gold)
+
+
+async def _asked(library: Library, answer: Answer, q: Question, best_right: bool | None = None) -> Asked:
+    first = answer.passages[0].text if answer.passages else ""
+    right = (bool(first) and _holds_gold(first, q)) if best_right is None else best_right
+    return Asked(q.article, answer.answered, answer.confidence, answer.answerable, right)
+
+
+def _share(flags) -> float:
+    flags = list(flags)
+    return sum(map(bool, flags)) / max(1, len(flags))
+
+
+async def _out_of_library(corpus: Corpus, questions: list[Question], articles: int | None) -> list[Asked]:
     """Each chosen SQuAD article is removed, its questions asked, and it is put back."""
     library = corpus.library
     by_article: dict[int, list[Question]] = {}
@@ -425,26 +492,94 @@ async def _out_of_library(
     if articles is not None and articles < len(chosen):
         step = len(chosen) / articles
         chosen = [chosen[int(i * step)] for i in range(articles)]
-    declined = asked = 0
+    out = []
     for a in chosen:
         for article_id in corpus.article_ids[a]:
             await library.remove(article_id, scopes=None)
         for q in by_article[a]:
-            answer = await library.ask(q.text)
-            declined += not answer.answered
-            asked += 1
+            out.append(await _asked(library, await library.ask(q.text), q))
         new_ids = []
         for draft in corpus.drafts[a]:
             new_ids.append((await library.add_draft(draft, scope=GLOBAL_SCOPE, added_by="squad-eval")).article.id)
         corpus.article_ids[a] = new_ids
-    return declined, asked, len(chosen)
+    return out
+
+
+async def _small_libraries(
+    corpus: Corpus, questions: list[Question], count: int, workdir: str | Path | None
+) -> tuple[list[Asked], list[Asked], int]:
+    """For `count` articles, a library of that article and the shipped corpus: (its own
+    questions asked there, other articles' questions asked there, articles)."""
+    from .small import chosen_articles, other_questions, small_library
+
+    own: list[Asked] = []
+    other: list[Asked] = []
+    chosen = chosen_articles(corpus, questions, count) if count > 0 else []
+    for a in chosen:
+        async with small_library(corpus, a, workdir) as library:
+            for q in questions:
+                if q.article == a:
+                    own.append(await _asked(library, await library.ask(q.text), q))
+            for q in other_questions(questions, a, OTHER_QUESTIONS):
+                other.append(await _asked(library, await library.ask(q.text), q))
+    return own, other, len(chosen)
+
+
+OTHER_QUESTIONS = 100  # other articles' questions asked of each small library
+CURVE_AT = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def coverage_risk(asked: Sequence[Asked]) -> list[dict[str, float]]:
+    """SQuAD questions against the whole library, answered only from a confidence: the share
+    answered and the share of those whose first quote is right (what a stricter skin gets)."""
+    out = []
+    for t in CURVE_AT:
+        kept = [a for a in asked if a.answered and a.confidence >= t]
+        out.append({"confidence": t, "answered": len(kept) / max(1, len(asked)), "right": _share(a.first_right for a in kept)})
+    return out
+
+
+def decline_trade_off(groups: dict[str, Sequence[Asked]]) -> list[dict[str, float]]:
+    """Declined share of each group had the library declined below each `answerable` value
+    from the shipped threshold up (a question it declined stays declined)."""
+    # Below the shipped threshold nothing can be read off: those questions were declined.
+    points = sorted({t for t in (0.2, 0.25, 0.3, 0.4, 0.5, 0.6) if t > _threshold()} | {_threshold()})
+    out = []
+    for t in points:
+        row = {"answerable below": t}
+        for name, asked in groups.items():
+            row[name] = _share((not a.answered) or a.answerable < t for a in asked)
+        out.append(row)
+    return out
+
+
+def _threshold() -> float:
+    from ..core.confidence import load_model
+
+    return load_model().answer_threshold
+
+
+def reliability_table(answered: Sequence[Asked], bins: int = 10) -> list[dict[str, float]]:
+    """Answered SQuAD questions by confidence: how often the first quote is right."""
+    out = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [a for a in answered if lo <= a.confidence < hi or (hi == 1.0 and a.confidence == 1.0)]
+        if inside:
+            out.append(
+                {"from": lo, "to": hi, "answers": len(inside), "mean confidence": statistics.fmean(a.confidence for a in inside),
+                 "right": _share(a.first_right for a in inside)}
+            )
+    return out
 
 
 def report_dict(report: Report) -> dict:
     return asdict(report)
 
 
-def run(path: str, limit: int | None, as_json: bool, ool_articles: int | None) -> int:
-    report = asyncio.run(evaluate(path, limit=limit, out_of_library_articles=ool_articles))
+def run(path: str, limit: int | None, as_json: bool, ool_articles: int | None, small_libraries: int) -> int:
+    report = asyncio.run(
+        evaluate(path, limit=limit, out_of_library_articles=ool_articles, small_libraries=small_libraries)
+    )
     print(json.dumps(report_dict(report), indent=2) if as_json else report.text())
     return 0
