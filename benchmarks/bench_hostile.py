@@ -9,6 +9,8 @@ reports the workers' peak too).
 
     .venv/bin/python benchmarks/bench_hostile.py            # x1 = 480 KB, x4 = 1.92 MB
     .venv/bin/python benchmarks/bench_hostile.py --base 100000 --only md_brackets,benign_text
+    # before/after in one run: each case also run by another checkout (e.g. `git archive main`)
+    .venv/bin/python benchmarks/bench_hostile.py --only benign_text,benign_html --baseline /tmp/main-copy
 
 Figures are printed, never asserted: this machine is shared and noisy.
 """
@@ -164,6 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=int, default=480_000, help="x1 size in bytes (x4 is four times it)")
     parser.add_argument("--only", default="", help="comma-separated families")
+    parser.add_argument("--baseline", type=Path, help="another checkout: each case runs there too (before) and here (after)")
     parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: one case in this process
     args = parser.parse_args()
     if args.case:
@@ -171,21 +174,25 @@ def main() -> None:
         return
     families = [f for f in FAMILIES if not args.only or f in args.only.split(",")]
     print(f"{'family':<18} {'size':>4} {'bytes':>9} {'s':>6} {'stall ms':>8} {'bot MB':>6} {'workers MB':>10}  outcome")
+    versions = [("", Path(__file__))]
+    if args.baseline:
+        versions = [("before ", args.baseline / "benchmarks" / Path(__file__).name), ("after ", Path(__file__))]
     for family in families:
         for label, size in (("x1", args.base), ("x4", 4 * args.base)):
-            proc = subprocess.run(
-                [sys.executable, __file__, "--case", family, str(size)], capture_output=True, text=True, timeout=300
-            )
-            if proc.returncode != 0:
-                print(f"{family:<18} {label:>4} failed: {proc.stderr.strip().splitlines()[-1:]}")
-                continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(
-                f"{family:<18} {label:>4} {r['bytes']:>9,} {r['seconds']:>6.2f} {r['stall_ms']:>8.1f} "
-                f"{r['bot_mb']:>6} {r['workers_mb']:>10}  {r['outcome']}",
-                flush=True,
-            )
-
+            for version, script in versions:
+                proc = subprocess.run(
+                    [sys.executable, str(script), "--case", family, str(size)], capture_output=True, text=True, timeout=300
+                )
+                name = f"{version}{family}"
+                if proc.returncode != 0:
+                    print(f"{name:<18} {label:>4} failed: {proc.stderr.strip().splitlines()[-1:]}")
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(
+                    f"{name:<18} {label:>4} {r['bytes']:>9,} {r['seconds']:>6.2f} {r['stall_ms']:>8.1f} "
+                    f"{r['bot_mb']:>6} {r['workers_mb']:>10}  {r['outcome']}",
+                    flush=True,
+                )
 
 if __name__ == "__main__":
     main()

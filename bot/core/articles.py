@@ -44,6 +44,9 @@ class ArticleDraft:
     # Lines the cleaner dropped as page debris (navigation, share lines...), so an admin can
     # see what was left out; never stored as text to quote.
     dropped: tuple[str, ...] = ()
+    # content_hash(), when the worker process that split the article computed it: hashing a
+    # 2 MB body in the bot process holds the GIL (and stalls the event loop) about 25 ms.
+    known_hash: str | None = field(default=None, repr=False, compare=False)
 
     def check_text(self) -> None:
         """Raise ArticleError unless every field is text SQLite and hashing accept: a JSON
@@ -62,6 +65,8 @@ class ArticleDraft:
 
     def content_hash(self) -> str:
         """Equal for copies that differ only in spacing, invisible characters, or the title's case."""
+        if self.known_hash is not None:
+            return self.known_hash
         digest = hashlib.sha256()
         digest.update(visible(self.title).casefold().encode())
         digest.update(b"\0")

@@ -239,6 +239,7 @@ DROPPED_MAX_CHARS = 4_000
 # older than this) rebuilds its index from the database: slower, never wrong.
 CHANGE_LOG_RETENTION_SECONDS = 7 * 24 * 3600
 MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger id names nothing
+ROWS_PER_INSERT = 1_000  # sentence rows per executemany (built on the event loop)
 
 
 class StoreError(RuntimeError):
@@ -486,14 +487,17 @@ class ArticleStore:
         )
         article_id = cur.lastrowid
         assert article_id is not None
-        await self._writer.executemany(
-            'INSERT INTO sentences (article_id, seq, paragraph, kind, start, "end", text, tokens)'
-            " VALUES (?,?,?,?,?,?,?,?)",
-            [
-                (article_id, s.seq, s.paragraph, s.kind, s.start, s.end, s.text, " ".join(s.tokens))
-                for s in sentences
-            ],
-        )
+        # In slices: the rows are built on the event loop, and a 2 MB article's 17,000 in one
+        # go kept it busy ~35 ms.
+        for at in range(0, len(sentences), ROWS_PER_INSERT):
+            await self._writer.executemany(
+                'INSERT INTO sentences (article_id, seq, paragraph, kind, start, "end", text, tokens)'
+                " VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (article_id, s.seq, s.paragraph, s.kind, s.start, s.end, s.text, " ".join(s.tokens))
+                    for s in sentences[at : at + ROWS_PER_INSERT]
+                ],
+            )
         async with self._writer.execute(
             "SELECT id FROM sentences WHERE article_id = ? ORDER BY seq", (article_id,)
         ) as cur:
