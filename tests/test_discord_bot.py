@@ -494,6 +494,39 @@ async def test_list_pages_newest_first_and_show(fake: FakeDiscord, library: Libr
     assert "page 2 of 2" in interaction.followup.send.await_args.kwargs["embeds"][0].title
 
 
+async def test_article_show_lists_the_lines_dropped_as_page_debris(fake: FakeDiscord, tmp_path: Path) -> None:
+    """An admin uploads a saved web page; its navigation lines are left out of the article, and
+    `!article show` lists them (escaped) so the admin can check nothing of the story went."""
+    page = tmp_path / "lake.txt"
+    page.write_text(
+        "Home | World | Sport\n\nLake town\n\n"
+        "Friedrichshafen lies on the northern shore of Lake Constance, where the ferries cross to Romanshorn.\n\n"
+        "Follow us on Twitter\n\n__Share__ @everyone\n\nBack to top"
+    )
+    added = await say("!article add", fake.admin_a, attachments=[str(page)])
+    assert "Dropped 4 line(s) of page debris" in added.content
+    article_id = (await fake.bot.library.find("Lake town", scopes=[fake.guild_a.id]))[0].id
+
+    shown = await say(f"!article show {article_id}", fake.admin_a)
+    assert_within_limits(shown)
+    fields = {f.name: f.value for f in shown.embeds[0].fields}
+    debris = fields["Dropped as page debris (4 lines)"]
+    assert debris.splitlines() == ["Home \\| World \\| Sport", "Follow us on Twitter", "\\_\\_Share\\_\\_ @\u200beveryone", "Back to top"]
+
+    # A page with hundreds of debris lines: the field shows the first that fit and counts the rest.
+    many = tmp_path / "busy.txt"
+    many.write_text("Home | News | Sport\n\nShare\n\n" * 200 + "Busy page\n\n" + "The market opened at nine and closed at five. " * 200)
+    await say("!article add", fake.admin_a, attachments=[str(many)])
+    busy_id = (await fake.bot.library.find("Busy page", scopes=[fake.guild_a.id]))[0].id
+    shown = await say(f"!article show {busy_id}", fake.admin_a)
+    assert_within_limits(shown)
+    field = next(f for f in shown.embeds[0].fields if f.name.startswith("Dropped as page debris"))
+    lines = field.value.splitlines()
+    assert lines[:2] == ["Home \\| News \\| Sport", "Share"] and re.fullmatch(r"… and \d+ more", lines[-1])
+    kept = len(await fake.bot.library.dropped_lines(busy_id))
+    assert len(lines) - 1 + int(lines[-1].split()[2]) == kept
+
+
 async def test_bad_arguments_get_usage(fake: FakeDiscord) -> None:
     reply = await say_failing("!article remove twelve", fake.admin_a, commands.BadArgument)
     assert "Usage: `!article remove <article_id>`" in reply.content

@@ -206,7 +206,8 @@ class Articles(commands.Cog):
         await ctx.defer()
         info = await self.bot.library.get(article_id, scopes=self._visible_scopes(ctx.guild))
         first = await self.bot.library.first_sentences(info.id, 3)
-        await send_reply(ctx, article_reply(info, first))
+        dropped = await self.bot.library.dropped_lines(info.id)
+        await send_reply(ctx, article_reply(info, first, dropped))
 
     @article.command(name="search")
     @manager_only()

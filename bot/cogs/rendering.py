@@ -304,7 +304,7 @@ def article_search_reply(infos: Sequence[ArticleInfo], text: str, more: bool) ->
     return Reply(embeds=[embed])
 
 
-def article_reply(info: ArticleInfo, first_sentences: Sequence[str]) -> Reply:
+def article_reply(info: ArticleInfo, first_sentences: Sequence[str], dropped: Sequence[str] = ()) -> Reply:
     embed = discord.Embed(title=fit(one_line(info.title), EMBED_TITLE_LIMIT), colour=ANSWER_COLOUR)
     if first_sentences:
         embed.description = fit(one_line(" ".join(first_sentences)), 2500, render=lambda s: "> " + escape(s))
@@ -325,7 +325,28 @@ def article_reply(info: ArticleInfo, first_sentences: Sequence[str]) -> Reply:
             built = name == "Added" or (name == "Published" and value != info.published)
             render = (lambda s: s) if built else escape
             embed.add_field(name=name, value=fit(one_line(value), 512 if name == "URL" else 256, render), inline=name != "URL")
+    if dropped:
+        _add_dropped_field(embed, dropped)
     return Reply(embeds=[embed])
+
+
+def _add_dropped_field(embed: discord.Embed, dropped: Sequence[str]) -> None:
+    """The lines the importer dropped as page debris, whole lines first to last while they fit
+    the field and the message's total, then how many more there are."""
+    name = f"Dropped as page debris ({len(dropped)} line{'s' if len(dropped) != 1 else ''})"
+    room = min(FIELD_VALUE_LIMIT, EMBED_TOTAL_LIMIT - _TOTAL_HEADROOM - len(embed) - len(name))
+    shown: list[str] = []
+    for n, line in enumerate(dropped):
+        rendered = fit(one_line(line), 200) or "…"
+        rest = len(dropped) - n - 1
+        more = f"\n… and {rest} more" if rest else ""
+        if len("\n".join([*shown, rendered]) + more) > room:
+            break
+        shown.append(rendered)
+    hidden = len(dropped) - len(shown)
+    value = "\n".join(shown + ([f"… and {hidden} more"] if hidden else []))
+    if value and len(value) <= room:
+        embed.add_field(name=name, value=value, inline=False)
 
 
 def _added(info: ArticleInfo) -> str:
