@@ -212,6 +212,8 @@ def test_a_read_only_library_still_answers_and_refuses_changes_plainly(tmp_path,
         assert answer.returncode == 0, answer.stderr
         assert json.loads(answer.stdout)["answered"] is True
         assert "read-only" in answer.stderr and "Traceback" not in answer.stderr
+        console = run(db=db, stdin="Who released the footage?\n!ask who released the footage?\n")
+        assert console.stdout.count("Kim Sung-Eun") >= 2 and "Traceback" not in console.stderr
         refused = run("import", str(tmp_path / "note.txt"), db=db)
         one_line_error(refused, "error: The library database is read-only; nothing was changed.")
         assert db.read_bytes() == before

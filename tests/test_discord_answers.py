@@ -24,7 +24,7 @@ from bot.core.articles import GLOBAL_SCOPE
 from bot.core.importers import Metadata
 from bot.core.library import Library
 
-from conftest import SEED_ARTICLE, FakeDiscord, mock_interaction, slash_context, start_fake_discord
+from conftest import SEED_ARTICLE, FakeDiscord, make_settings, mock_interaction, slash_context, start_fake_discord
 from test_discord_bot import assert_within_limits, record_sends, say, text_of
 
 QUESTION = "who released the footage?"
@@ -329,6 +329,49 @@ async def test_buttons_still_work_after_a_restart(
         for extension in list(world.bot.extensions):
             await world.bot.unload_extension(extension)
         await restarted_library.close()
+
+
+async def test_a_read_only_library_still_answers_in_discord_without_buttons(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator serves a library from a read-only disk. Members' questions, asked or
+    answered unasked in an answer channel, still get their quote: only the buttons (which need
+    a stored record) and the question log (a write) are left out, and nothing is written."""
+    from test_command_line import make_read_only, make_writable
+
+    folder = tmp_path / "library"
+    folder.mkdir()
+    settings = make_settings(tmp_path, db_path=folder / "db.sqlite3")
+    writable = await Library.open(settings.db_path, corpus_dir=None)
+    await writable.add_bytes(SEED_ARTICLE.read_bytes(), SEED_ARTICLE.name, scope=GLOBAL_SCOPE, added_by="owner")
+    await writable.close()
+    before = settings.db_path.read_bytes()
+    make_read_only(folder)
+    library = world = None
+    try:
+        library = await Library.open(settings.db_path, corpus_dir=None)
+        assert library.store.read_only
+        world = await start_fake_discord(settings, library)
+        sends = record_sends(monkeypatch)
+        reply = await say(f"!ask {QUESTION}", world.member_a)
+        assert any("Kim Sung-Eun" in e.description for e in reply.embeds)
+        assert not sends[-1].get("components")  # no buttons: they would need a record
+
+        # A channel answered unasked: the quiet path shows an answer it cannot record too.
+        world.bot.settings = make_settings(tmp_path, db_path=settings.db_path, answer_channel_ids=[world.channel_a.id])
+        await world.bot.reload_extension("bot.cogs.ask")
+        reply = await say("Who released the footage from North Korea?", world.member_a)
+        assert any("Kim Sung-Eun" in e.description for e in reply.embeds)
+        assert not sends[-1].get("components")
+        assert await world.bot.questions.stats(world.guild_a.id) == await world.bot.questions.stats(world.guild_b.id)
+    finally:
+        if world is not None:
+            for extension in list(world.bot.extensions):
+                await world.bot.unload_extension(extension)
+        if library is not None:
+            await library.close()
+        make_writable(folder)
+    assert settings.db_path.read_bytes() == before
 
 
 # --- "Ask Quotebot" on a message ---------------------------------------------------------------

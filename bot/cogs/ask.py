@@ -185,15 +185,18 @@ class Ask(commands.Cog):
         answer: Answer,
         answer_id: int | None,
         sent: discord.Message | None,
+        *,
+        shown: bool | None = None,
     ) -> None:
-        """Log the question (in a server, if the log is on; `answer_id` None: nothing was quoted)
+        """Log the question (in a server, if the log is on; `shown`: whether a quote was shown, if
+        not every answer was)
         and remember which message showed the answer, so the asker's 👍 can mark it resolved."""
         if guild is None or not answer.terms:
             return  # DMs are never logged; "only common words" is chatter, not a gap
         questions = self.bot.questions
         try:
             question_id = await questions.record(
-                guild.id, getattr(channel, "id", None), answer.question, answered=answer_id is not None
+                guild.id, getattr(channel, "id", None), answer.question, answered=answer.answered if shown is None else shown
             )
             if answer_id is not None and sent is not None and isinstance(sent.id, int):
                 await questions.remember_answer(
@@ -234,16 +237,18 @@ class Ask(commands.Cog):
                     page, answer_id = await self.bot.feedback.ask(
                         wording, guild_id=guild_id, asker_id=message.author.id, keep=keep
                     )
-                if answer_id is not None:
+                # Not answer_id: an answer whose record could not be stored (read-only library) is shown without buttons.
+                shown = page.answer.answered and (keep is None or keep(page.answer))
+                if shown:
                     break
         except QuestionError as exc:
             if not quiet:
                 await send_reply(message, message_reply(str(exc)))
             return
         sent = None
-        if answer_id is not None or not quiet:
+        if shown or not quiet:
             sent = await send_reply(message, answer_reply(page.answer), view=answer_view(answer_id, page) if answer_id else None)
-        await self._after_answer(message.guild, message.channel, page.answer, answer_id, sent)
+        await self._after_answer(message.guild, message.channel, page.answer, answer_id, sent, shown=shown)
 
 
 def _after_mention(content: str, bot_id: int) -> str | None:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 
 from .answers import Answer, Passage
 from .library import Library, scopes_for
+from .storage import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,18 @@ class Feedback:
         self, question: str, *, guild_id: int | None, asker_id: int, keep: Callable[[Answer], bool] | None = None
     ) -> tuple[Page, int | None]:
         """Answer a question; (its first page, the record id for its buttons, None if declined,
-        or if `keep` says this answer will not be shown). Raises QuestionError like Library.ask."""
+        if `keep` says this answer will not be shown, or if the record cannot be stored: the
+        answer is then shown without buttons). Raises QuestionError like Library.ask."""
         page = await self._page(question, guild_id, shown=set())
         if not page.answer.answered or (keep is not None and not keep(page.answer)):
             return page, None
-        answer_id = await self._record(question, guild_id, asker_id, page.answer.passages)
+        if self.store.read_only:
+            return page, None  # the buttons need a record; the answer does not
+        try:
+            answer_id = await self._record(question, guild_id, asker_id, page.answer.passages)
+        except StoreError:
+            log.warning("Could not record an answer; it is shown without buttons", exc_info=True)
+            return page, None
         return page, answer_id
 
     async def more(self, record: AnswerRecord) -> Page | None:

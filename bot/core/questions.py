@@ -82,9 +82,9 @@ class QuestionLog:
 
     async def record(self, guild_id: int | None, channel_id: int | None, question: str, *, answered: bool) -> int | None:
         """Log a question asked in a server; its id, or None when nothing is stored (log off,
-        or a direct message)."""
+        a direct message, or a read-only library)."""
         question = " ".join(question.split())
-        if not self.enabled or guild_id is None or not question:
+        if not self.enabled or guild_id is None or not question or self.store.read_only:
             return None
         [(row_id, _)] = await self.store.write(
             (
@@ -99,6 +99,8 @@ class QuestionLog:
         self, message_id: int, *, answer_id: int, question_id: int | None, guild_id: int, channel_id: int
     ) -> None:
         """The message that showed answer `answer_id` in a server: so its asker can resolve it."""
+        if self.store.read_only:
+            return
         await self.store.write(
             (
                 "INSERT INTO answer_messages (message_id, answer_id, question_id, guild_id, channel_id, answered_at)"
