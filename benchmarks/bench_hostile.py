@@ -11,6 +11,8 @@ reports the workers' peak too).
     .venv/bin/python benchmarks/bench_hostile.py --base 100000 --only md_brackets,benign_text
     # before/after in one run: each case also run by another checkout (e.g. `git archive main`)
     .venv/bin/python benchmarks/bench_hostile.py --only benign_text,benign_html --baseline /tmp/main-copy
+    # what holds the loop: every thread's stack (C calls holding the GIL included) when 20 ms late
+    .venv/bin/python benchmarks/bench_hostile.py --only benign_text --explain-stalls 20
 
 Figures are printed, never asserted: this machine is shared and noisy.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import resource
 import subprocess
@@ -113,7 +116,7 @@ async def _serve(data: bytes, charset: str):
     return runner, f"http://127.0.0.1:{port}/page"
 
 
-async def one_case(family: str, size: int) -> dict:
+async def one_case(family: str, size: int, explain_ms: float = 0) -> dict:
     from bot.core import preparing
     from bot.core.fetch import FetchPolicy
 
@@ -130,6 +133,9 @@ async def one_case(family: str, size: int) -> dict:
         async def ticker() -> None:
             nonlocal stall
             while not done.is_set():
+                if explain_ms:
+                    # faulthandler's own thread needs no GIL: it names a C call that holds it too.
+                    faulthandler.dump_traceback_later(explain_ms / 1000)
                 before = time.perf_counter()
                 await asyncio.sleep(0.005)
                 stall = max(stall, time.perf_counter() - before - 0.005)
@@ -147,6 +153,7 @@ async def one_case(family: str, size: int) -> dict:
         seconds = time.perf_counter() - start
         done.set()
         await tick
+        faulthandler.cancel_dump_traceback_later()
         await library.close()
         if runner is not None:
             await runner.cleanup()
@@ -167,10 +174,14 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=480_000, help="x1 size in bytes (x4 is four times it)")
     parser.add_argument("--only", default="", help="comma-separated families")
     parser.add_argument("--baseline", type=Path, help="another checkout: each case runs there too (before) and here (after)")
+    parser.add_argument(
+        "--explain-stalls", type=float, default=0, metavar="MS",
+        help="print every thread's stack whenever the event loop is MS late (stall figures are then not comparable)",
+    )
     parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: one case in this process
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(asyncio.run(one_case(args.case[0], int(args.case[1])))))
+        print(json.dumps(asyncio.run(one_case(args.case[0], int(args.case[1]), args.explain_stalls))))
         return
     families = [f for f in FAMILIES if not args.only or f in args.only.split(",")]
     print(f"{'family':<18} {'size':>4} {'bytes':>9} {'s':>6} {'stall ms':>8} {'bot MB':>6} {'workers MB':>10}  outcome")
@@ -181,8 +192,12 @@ def main() -> None:
         for label, size in (("x1", args.base), ("x4", 4 * args.base)):
             for version, script in versions:
                 proc = subprocess.run(
-                    [sys.executable, str(script), "--case", family, str(size)], capture_output=True, text=True, timeout=300
+                    [sys.executable, str(script), "--case", family, str(size)]
+                    + (["--explain-stalls", str(args.explain_stalls)] if args.explain_stalls and version != "before " else []),
+                    capture_output=True, text=True, timeout=300,
                 )
+                if args.explain_stalls and proc.stderr:
+                    print(proc.stderr, file=sys.stderr)
                 name = f"{version}{family}"
                 if proc.returncode != 0:
                     print(f"{name:<18} {label:>4} failed: {proc.stderr.strip().splitlines()[-1:]}")
