@@ -63,7 +63,7 @@ _TOKEN_CHUNK = 65_536
 _GIL_SLICE = 1 << 20
 
 
-class _Vocab(dict):
+class Vocabulary(dict):
     """term -> term id; ids are dense and handed out in insertion order.
 
     Only the (single) writer may call ``vocab[term]``, which inserts unknown
@@ -406,6 +406,32 @@ def _per_group(
     return out
 
 
+def _all_group_stats(
+    row_groups: np.ndarray, counts: np.ndarray, tids: np.ndarray, lens: np.ndarray, df: np.ndarray, n_docs: int, total_len: int
+) -> dict[int, _GroupStats]:
+    """Every group's statistics, from each live row's group, number of forward entries and
+    length, their forward term ids in row order, and the whole index's df and totals."""
+    groups: dict[int, _GroupStats] = {}
+    # The largest group's statistics are the whole index's less the others': only the
+    # others' (term, group) pairs need sorting.
+    values, sizes = _runs(np.sort(row_groups))
+    largest = int(values[np.argmax(sizes)])
+    rest = row_groups != largest
+    parts = _per_group(row_groups[rest], counts[rest], tids[_repeat(rest, counts, np.int8).view(np.bool_)], lens[rest])
+    largest_df = df.astype(np.int64)
+    for g, (n, length, t, c) in parts.items():
+        groups[g] = _group_stats(n, length, t, c)
+        largest_df[t] -= c
+    terms = np.flatnonzero(largest_df)
+    groups[largest] = _group_stats(
+        n_docs - int(np.count_nonzero(rest)),
+        total_len - int(lens[rest].sum(dtype=np.int64)),
+        terms,
+        largest_df[terms],
+    )
+    return groups
+
+
 def _apply(
     groups: dict[int, _GroupStats], deltas: dict[int, tuple[int, int, np.ndarray, np.ndarray]], sign: int
 ) -> dict[int, _GroupStats]:
@@ -573,6 +599,30 @@ def _merge_segments(uid: int, segs: Sequence[_Segment]) -> tuple[_Segment | None
     return seg, maps
 
 
+def forward_rows(tids: np.ndarray, lens: np.ndarray, n_terms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unique term ids per row, sorted, their tf, terms per row) of rows given as their term
+    ids in a row, one after another (``lens`` per row), ids below ``n_terms``."""
+    n = len(lens)
+    total = len(tids)
+    if total == 0:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint8), np.zeros(n, dtype=np.int64)
+    # Sorting packed (row, term) keys gives per-row unique terms and their tf.
+    key = _repeat(np.arange(n, dtype=np.int64) * n_terms, lens, np.int64)
+    key += tids
+    key.sort()
+    first = np.empty(total, dtype=bool)
+    first[0] = True
+    np.not_equal(key[1:], key[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    tf = np.diff(np.append(starts, total))
+    tf = tf.astype(_uint_dtype(int(tf.max())))
+    ukey = key[starts]
+    del key, starts, first
+    rows = ukey // n_terms
+    fwd_tids = (ukey - rows * n_terms).astype(np.int32)
+    return fwd_tids, tf, np.bincount(rows, minlength=n)
+
+
 class BM25Index:
     """Exact BM25Okapi (rank_bm25 semantics) with incremental add/remove.
 
@@ -597,7 +647,7 @@ class BM25Index:
         self.max_segments = max_segments
         self.merge_ratio = merge_ratio
         self.auto_merge_max_docs = auto_merge_max_docs
-        self._vocab = _Vocab()
+        self._vocab = Vocabulary()
         self._state = _State((), np.zeros(0, dtype=np.int32), 0, 0, 0)
         self._lock = threading.Lock()
         self._compact_lock = threading.Lock()
@@ -723,6 +773,52 @@ class BM25Index:
                     n_docs=st.n_docs + n,
                     total_len=st.total_len + added_len,
                     groups=_apply(st.groups, deltas, 1),
+                )
+            )
+
+    def fill(
+        self,
+        terms: Sequence[str],
+        doc_ids: np.ndarray,
+        groups: np.ndarray,
+        doc_len: np.ndarray,
+        fwd_ptr: np.ndarray,
+        fwd_tids: np.ndarray,
+        fwd_tf: np.ndarray,
+    ) -> None:
+        """Index docs given as forward rows (see _Segment: per doc, its unique term ids, which
+        index ``terms``, and their tf) in this empty index, as one segment: what add() of their
+        tokens would give (documents and statistics), without its merges. Ids ascending."""
+        ids = np.asarray(doc_ids, dtype=np.int64)
+        n = len(ids)
+        if len(groups) != n or len(doc_len) != n or len(fwd_ptr) != n + 1 or len(fwd_tf) != len(fwd_tids):
+            raise ValueError("forward rows do not match their docs")
+        if n > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise ValueError("doc ids must be unique and ascending")
+        if len(fwd_tids) and int(fwd_tids.max()) >= len(terms):
+            raise ValueError("a term id is outside the terms")
+        vocab = Vocabulary()
+        vocab.terms.extend(terms)
+        dict.update(vocab, zip(terms, range(len(terms))))
+        if len(vocab) != len(terms):
+            raise ValueError("duplicate terms")
+        grp = np.asarray(groups, dtype=np.int64)
+        with self._lock:
+            if self._state.n_docs or self._state.segments:
+                raise ValueError("fill() needs an empty index")
+            df = np.bincount(fwd_tids, minlength=len(terms)).astype(np.int32)
+            total_len = int(np.asarray(doc_len).sum(dtype=np.int64))
+            stats = _all_group_stats(grp, np.diff(fwd_ptr), fwd_tids, doc_len, df, n, total_len) if n else {}
+            seg = _build_segment(next(self._uids), ids, grp, doc_len, fwd_ptr, fwd_tids, fwd_tf)
+            self._vocab = vocab
+            self._publish(
+                _State(
+                    segments=(seg,) if n else (),
+                    df=df,
+                    n_terms=len(terms),
+                    n_docs=n,
+                    total_len=total_len,
+                    groups=stats,
                 )
             )
 
@@ -926,30 +1022,10 @@ class BM25Index:
         self, docs: Sequence[Sequence[str]], lens: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(unique term ids per row, their tf, terms per row) for a run of docs."""
-        n = len(docs)
-        total = int(lens.sum())
         tids = np.fromiter(
-            map(self._vocab.__getitem__, itertools.chain.from_iterable(docs)), dtype=np.int64, count=total
+            map(self._vocab.__getitem__, itertools.chain.from_iterable(docs)), dtype=np.int64, count=int(lens.sum())
         )
-        if total == 0:
-            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint8), np.zeros(n, dtype=np.int64)
-        n_terms = len(self._vocab.terms)
-        # Sorting packed (row, term) keys gives per-row unique terms and their tf.
-        key = _repeat(np.arange(n, dtype=np.int64) * n_terms, lens, np.int64)
-        key += tids
-        del tids
-        key.sort()
-        first = np.empty(total, dtype=bool)
-        first[0] = True
-        np.not_equal(key[1:], key[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
-        tf = np.diff(np.append(starts, total))
-        tf = tf.astype(_uint_dtype(int(tf.max())))
-        ukey = key[starts]
-        del key, starts, first
-        rows = ukey // n_terms
-        fwd_tids = (ukey - rows * n_terms).astype(np.int32)
-        return fwd_tids, tf, np.bincount(rows, minlength=n)
+        return forward_rows(tids, lens, len(self._vocab.terms))
 
     def _is_dirty(self, seg: _Segment) -> bool:
         dead = seg.n_rows - seg.n_live
@@ -1031,7 +1107,7 @@ class BM25Index:
             raise ValueError("vocabulary does not match its header")
         ends = np.cumsum(lens).tolist()
         terms = [text[s:e] for s, e in zip([0] + ends[:-1], ends)]
-        vocab = _Vocab()
+        vocab = Vocabulary()
         vocab.terms.extend(terms)
         dict.update(vocab, zip(terms, range(n_terms)))
         if len(vocab) != n_terms:
@@ -1113,26 +1189,7 @@ class BM25Index:
                 raise ValueError("a doc id is live in two segments")
         groups: dict[int, _GroupStats] = {}
         if live_rows:
-            row_groups, counts, tids, lens = (np.concatenate(p) for p in zip(*live_rows))
-            # The largest group's statistics are the whole index's less the others': only
-            # the others' (term, group) pairs need sorting.
-            values, sizes = _runs(np.sort(row_groups))
-            largest = int(values[np.argmax(sizes)])
-            rest = row_groups != largest
-            parts = _per_group(
-                row_groups[rest], counts[rest], tids[_repeat(rest, counts, np.int8).view(np.bool_)], lens[rest]
-            )
-            largest_df = df.copy()
-            for g, (n, length, t, c) in parts.items():
-                groups[g] = _group_stats(n, length, t, c)
-                largest_df[t] -= c
-            terms = np.flatnonzero(largest_df)
-            groups[largest] = _group_stats(
-                n_docs - int(np.count_nonzero(rest)),
-                total_len - int(lens[rest].sum(dtype=np.int64)),
-                terms,
-                largest_df[terms],
-            )
+            groups = _all_group_stats(*(np.concatenate(p) for p in zip(*live_rows)), df, n_docs, total_len)
         self._vocab = vocab
         self._publish(
             _State(

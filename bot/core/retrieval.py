@@ -15,6 +15,7 @@ the measurements behind them: docs/answer-quality.md (`python -m bot.eval squad 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bm25_index import BM25Index
+from .bm25_index import _GIL_SLICE, BM25Index, Vocabulary, forward_rows
 from .storage import IndexRow
 from .tokens import TOKENIZER_VERSION, is_answer_type, words_of
 
@@ -359,6 +360,113 @@ class Retriever:
         retriever._paragraph_of.set(sids, numbers)
         retriever._paragraph_count = count
         return retriever, stamp
+
+
+class RetrieverBuild:
+    """A new retriever from every stored sentence, read in batches in id order (a rebuild).
+
+    Each token is mapped to a term id once, for both indexes (a paragraph's words are its
+    sentences' word tokens), and each index is built as one segment at the end: what add()
+    of the same rows gives, without its merges and compaction. add() and finish() are CPU
+    work for a worker thread."""
+
+    def __init__(self) -> None:
+        self._vocab = Vocabulary()
+        self._answer_type = np.zeros(0, dtype=bool)  # per term id
+        self._sentences: list[tuple[np.ndarray, ...]] = []  # ids, scopes, lengths, terms per row, term ids, tf
+        self._paragraph_at: dict[tuple[int, int], int] = {}  # paragraph key -> number
+        self._paragraph_scope: list[int] = []
+        self._paragraph_words: list[tuple[np.ndarray, np.ndarray]] = []  # (number, term id) per word, in order
+        self._paragraph_of: list[np.ndarray] = []  # per sentence: its paragraph number, -1 for none
+
+    def add(self, rows: Sequence[IndexRow]) -> None:
+        n = len(rows)
+        if not n:
+            return
+        ids = np.fromiter((r.sentence_id for r in rows), dtype=np.int64, count=n)
+        scopes = np.fromiter((r.scope for r in rows), dtype=np.int64, count=n)
+        docs = [r.tokens for r in rows]
+        lens = np.fromiter(map(len, docs), dtype=np.int64, count=n)
+        known = len(self._vocab.terms)
+        tids = np.fromiter(
+            map(self._vocab.__getitem__, itertools.chain.from_iterable(docs)), dtype=np.int32, count=int(lens.sum())
+        )
+        n_terms = len(self._vocab.terms)
+        if n_terms > known:
+            fresh = np.fromiter((is_answer_type(t) for t in self._vocab.terms[known:]), dtype=bool, count=n_terms - known)
+            self._answer_type = np.concatenate([self._answer_type, fresh])
+        fwd_tids, tf, per_row = forward_rows(tids, lens, n_terms)
+        self._sentences.append((ids, scopes, lens, per_row, fwd_tids, tf))
+
+        # Paragraph numbers in order of first appearance; a paragraph's rows are usually one
+        # run, so the dictionary is asked once a run.
+        art = np.fromiter((r.paragraph_key[0] for r in rows), dtype=np.int64, count=n)
+        par = np.fromiter((r.paragraph_key[1] for r in rows), dtype=np.int64, count=n)
+        starts = np.flatnonzero(np.concatenate(([True], (art[1:] != art[:-1]) | (par[1:] != par[:-1]))))
+        numbers: list[int] = []
+        for a, p, s in zip(art[starts].tolist(), par[starts].tolist(), starts.tolist()):
+            if is_headline_key((a, p)):
+                numbers.append(-1)
+                continue
+            number = self._paragraph_at.get((a, p))
+            if number is None:
+                number = self._paragraph_at[(a, p)] = len(self._paragraph_scope)
+                self._paragraph_scope.append(rows[s].scope)
+            numbers.append(number)
+        row_number = np.repeat(np.asarray(numbers, dtype=np.int32), np.diff(np.append(starts, n)))
+        self._paragraph_of.append(row_number)
+
+        # A sentence's words: its tokens but the answer-type ones tokenize() puts last (words_of).
+        at = np.arange(len(tids), dtype=np.int64)
+        row_of = np.repeat(np.arange(n), lens)
+        last_word = np.full(n, -1, dtype=np.int64)
+        np.maximum.at(last_word, row_of, np.where(self._answer_type[tids], -1, at))
+        keep = (at <= last_word[row_of]) & (row_number[row_of] >= 0)
+        self._paragraph_words.append((row_number[row_of[keep]], tids[keep]))
+
+    def finish(self) -> Retriever:
+        retriever = Retriever()
+        if not self._sentences:
+            return retriever
+        ids, scopes, lens, per_row, fwd_tids, tf = (np.concatenate(p) for p in zip(*self._sentences))
+        self._sentences.clear()
+        fwd_ptr = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(per_row, out=fwd_ptr[1:])
+        terms = self._vocab.terms
+        retriever.index.fill(terms, ids, scopes, lens.astype(np.int32), fwd_ptr, fwd_tids, tf)
+
+        count = len(self._paragraph_scope)
+        number, word = (np.concatenate(p) for p in zip(*self._paragraph_words))
+        self._paragraph_words.clear()
+        if len(number) > 1 and not np.all(number[1:] >= number[:-1]):
+            order = np.argsort(number, kind="stable")  # paragraphs whose sentences interleave
+            number, word = number[order], word[order]
+        # The paragraph index numbers its terms in the order its documents bring them (its
+        # average idf adds in that order): by first position in paragraph order.
+        first = np.full(len(terms), len(word), dtype=np.int64)
+        for lo in range(0, len(word), _GIL_SLICE):  # ufunc.at holds the GIL
+            np.minimum.at(first, word[lo : lo + _GIL_SLICE], np.arange(lo, min(lo + _GIL_SLICE, len(word))))
+        used = np.flatnonzero(first < len(word))
+        used = used[np.argsort(first[used], kind="stable")]
+        remap = np.zeros(len(terms), dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        p_lens = np.bincount(number, minlength=count)
+        p_tids, p_tf, p_rows = forward_rows(remap[word], p_lens, max(len(used), 1))
+        del number, word
+        p_ptr = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(p_rows, out=p_ptr[1:])
+        retriever.paragraphs.fill(
+            [terms[t] for t in used.tolist()],
+            np.arange(count, dtype=np.int64),
+            np.asarray(self._paragraph_scope, dtype=np.int64),
+            p_lens.astype(np.int32),
+            p_ptr,
+            p_tids,
+            p_tf,
+        )
+        retriever._paragraph_of.set(ids, np.concatenate(self._paragraph_of))
+        retriever._paragraph_count = count
+        return retriever
 
 
 def _part_stamp(stamp: str) -> str:
