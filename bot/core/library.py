@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from .fetch import FetchPolicy
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Articles per transaction in a bulk import: fewer commits, and each article still whole.
 BULK_BATCH = 500
@@ -246,7 +245,7 @@ class Library:
         from the change log, which is harmless (applying a change twice changes nothing)."""
         generation = await self.store.generation()
         build = RetrieverBuild()
-        async for rows in _read_ahead(self.store.iter_index_rows()):
+        async for rows in self.store.iter_index_rows():
             await asyncio.to_thread(self._add_held, build, rows)
             # The vocabulary grows a batch at a time; unfrozen, the cyclic collector walks what
             # the build keeps again and again (at 1M sentences, rebuild phases 24.5 s -> 16.5 s).
@@ -729,25 +728,6 @@ class Library:
 
     async def list(self, *, scopes: Sequence[int] | None, page: int = 1, per_page: int = 10) -> list[ArticleInfo]:
         return await self.store.list_articles(scopes, limit=per_page, offset=max(0, page - 1) * per_page)
-
-
-async def _read_ahead(batches: AsyncIterator[T]) -> AsyncIterator[T]:
-    """`batches`, the next one read while the caller works on the current one (the database
-    read and the caller's numpy work both let go of the GIL for parts of their time)."""
-    it = aiter(batches)
-    ahead = asyncio.ensure_future(anext(it, None))
-    try:
-        while (batch := await ahead) is not None:
-            ahead = asyncio.ensure_future(anext(it, None))
-            yield batch
-    finally:
-        if not ahead.done():
-            ahead.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await ahead
-        aclose = getattr(it, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def _freeze_heap() -> None:
