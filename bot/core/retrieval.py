@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import os
 import tempfile
 import threading
@@ -49,6 +50,9 @@ _SCORING = (
     f" t{TOKENIZER_VERSION}"
 )
 _EMPTY_IDS = np.zeros(0, dtype=np.int64)
+_SENTENCE_ID, _SCOPE, _PARAGRAPH_KEY, _TOKENS = (
+    operator.attrgetter(f) for f in ("sentence_id", "scope", "paragraph_key", "tokens")
+)
 _EMPTY_SCORES = np.zeros(0, dtype=np.float64)
 
 
@@ -383,9 +387,10 @@ class RetrieverBuild:
         n = len(rows)
         if not n:
             return
-        ids = np.fromiter((r.sentence_id for r in rows), dtype=np.int64, count=n)
-        scopes = np.fromiter((r.scope for r in rows), dtype=np.int64, count=n)
-        docs = [r.tokens for r in rows]
+        # Columns through attrgetter: map() in C, where a generator costs ~0.3 s a column at 1M.
+        ids = np.fromiter(map(_SENTENCE_ID, rows), dtype=np.int64, count=n)
+        scopes = np.fromiter(map(_SCOPE, rows), dtype=np.int64, count=n)
+        docs = list(map(_TOKENS, rows))
         lens = np.fromiter(map(len, docs), dtype=np.int64, count=n)
         known = len(self._vocab.terms)
         tids = np.fromiter(
@@ -400,8 +405,8 @@ class RetrieverBuild:
 
         # Paragraph numbers in order of first appearance; a paragraph's rows are usually one
         # run, so the dictionary is asked once a run.
-        art = np.fromiter((r.paragraph_key[0] for r in rows), dtype=np.int64, count=n)
-        par = np.fromiter((r.paragraph_key[1] for r in rows), dtype=np.int64, count=n)
+        keys = np.fromiter(itertools.chain.from_iterable(map(_PARAGRAPH_KEY, rows)), dtype=np.int64, count=2 * n)
+        art, par = keys[0::2], keys[1::2]
         starts = np.flatnonzero(np.concatenate(([True], (art[1:] != art[:-1]) | (par[1:] != par[:-1]))))
         numbers: list[int] = []
         for a, p, s in zip(art[starts].tolist(), par[starts].tolist(), starts.tolist()):
