@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:  # allow plain `pytest` as well as `python -m pyte
 
 from bot.core import bm25_index as bm25_module  # noqa: E402
 from bot.core.bm25_index import BM25Index  # noqa: E402
-from bot.core.retrieval import Retriever  # noqa: E402
+from bot.core.retrieval import Retriever, RetrieverBuild  # noqa: E402
 from bot.core.storage import IndexRow, paragraph_key  # noqa: E402
 
 # ---------------------------------------------------------------- helpers
@@ -704,3 +704,48 @@ def test_saved_retriever_ranks_each_server_over_its_own_view(tmp_path: Path) -> 
         for scopes in ((0, GUILD_A), (0, GUILD_B), (0,)):
             assert loaded[0].search(q, 10, scopes) == retriever.search(q, 10, scopes)
             assert loaded[0].information(q, scopes) == retriever.information(q, scopes)
+
+
+def test_an_index_rebuilt_from_the_store_ranks_to_the_bit_as_the_one_built_as_articles_came() -> None:
+    # The library starts without a cache: it reads every stored sentence in batches (by id)
+    # and builds both indexes at once. Every server's questions get the scores, idf sums and
+    # document frequencies the incrementally built index gives, and later changes behave alike.
+    rng = np.random.default_rng(37)
+    rows = sorted(
+        library_rows(rng, 1, 40, 0) + library_rows(rng, 100, 15, GUILD_A) + library_rows(rng, 200, 15, GUILD_B),
+        key=lambda r: r.sentence_id,
+    )
+    rows.append(IndexRow(rows[-1].sentence_id + 1, 0, paragraph_key(999, 1), ("#num",)))  # no words at all
+    added, build = Retriever(), RetrieverBuild()
+    for start in range(0, len(rows), 37):  # batches end mid-paragraph
+        added.add(rows[start : start + 37])
+        build.add(rows[start : start + 37])
+    rebuilt = build.finish()
+    questions = [random_question(rng) + (["#num"] if rng.random() < 0.5 else []) for _ in range(40)]
+
+    def same() -> None:
+        for q in questions:
+            for scopes in (None, (0,), (0, GUILD_A), (0, GUILD_B)):
+                want_ids, want = added.scores(q, scopes)
+                got_ids, got = rebuilt.scores(q, scopes)
+                assert dict(zip(got_ids.tolist(), got.tolist())) == dict(zip(want_ids.tolist(), want.tolist()))
+                assert rebuilt.information(q, scopes) == added.information(q, scopes)
+                assert rebuilt.document_frequencies(q, scopes) == added.document_frequencies(q, scopes)
+
+    assert len(rebuilt) == len(added) == len(rows)
+    assert rebuilt.index.segment_count == rebuilt.paragraphs.segment_count == 1
+    same()
+    later = library_rows(rng, 300, 10, GUILD_A)
+    gone = [r.sentence_id for r in rows[::5]]
+    for retriever in (added, rebuilt):
+        retriever.remove(gone)
+        retriever.add(later)
+    same()
+
+
+def test_a_rebuild_refuses_rows_out_of_id_order() -> None:
+    build = RetrieverBuild()
+    build.add([IndexRow(5, 0, paragraph_key(1, 1), ("moon",))])
+    build.add([IndexRow(3, 0, paragraph_key(1, 1), ("sun",))])
+    with pytest.raises(ValueError, match="ascending"):
+        build.finish()
