@@ -778,7 +778,7 @@ class BM25Index:
 
     def fill(
         self,
-        terms: Sequence[str],
+        terms: Sequence[str] | Vocabulary,
         doc_ids: np.ndarray,
         groups: np.ndarray,
         doc_len: np.ndarray,
@@ -787,7 +787,7 @@ class BM25Index:
         fwd_tf: np.ndarray,
     ) -> None:
         """Index docs given as forward rows (see _Segment: per doc, its unique term ids, which
-        index ``terms``, and their tf) in this empty index, as one segment: what add() of their
+        index ``terms`` (a Vocabulary is taken over, not copied), and their tf) in this empty index, as one segment: what add() of their
         tokens would give (documents and statistics), without its merges. Ids ascending."""
         ids = np.asarray(doc_ids, dtype=np.int64)
         n = len(ids)
@@ -797,11 +797,15 @@ class BM25Index:
             raise ValueError("doc ids must be unique and ascending")
         if len(fwd_tids) and int(fwd_tids.max()) >= len(terms):
             raise ValueError("a term id is outside the terms")
-        vocab = Vocabulary()
-        vocab.terms.extend(terms)
-        dict.update(vocab, zip(terms, range(len(terms))))
-        if len(vocab) != len(terms):
+        if isinstance(terms, Vocabulary):
+            vocab = terms  # the caller's, handed over: a million terms are not copied
+        else:
+            vocab = Vocabulary()
+            vocab.terms.extend(terms)
+            dict.update(vocab, zip(terms, range(len(terms))))
+        if len(vocab) != len(vocab.terms):
             raise ValueError("duplicate terms")
+        terms = vocab.terms
         grp = np.asarray(groups, dtype=np.int64)
         with self._lock:
             if self._state.n_docs or self._state.segments:

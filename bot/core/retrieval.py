@@ -438,7 +438,7 @@ class RetrieverBuild:
         fwd_ptr = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(per_row, out=fwd_ptr[1:])
         terms = self._vocab.terms
-        retriever.index.fill(terms, ids, scopes, lens.astype(np.int32), fwd_ptr, fwd_tids, tf)
+        retriever.index.fill(self._vocab, ids, scopes, lens.astype(np.int32), fwd_ptr, fwd_tids, tf)
 
         count = len(self._paragraph_scope)
         number, word = (np.concatenate(p) for p in zip(*self._paragraph_words))
