@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:  # allow plain `pytest` as well as `python -m pyte
 from bot.core import bm25_index as bm25_module  # noqa: E402
 from bot.core.bm25_index import BM25Index  # noqa: E402
 from bot.core.retrieval import Retriever, RetrieverBuild  # noqa: E402
-from bot.core.storage import IndexRow, paragraph_key  # noqa: E402
+from bot.core.storage import IndexRow, index_batch, paragraph_key  # noqa: E402
 
 # ---------------------------------------------------------------- helpers
 
@@ -706,6 +706,11 @@ def test_saved_retriever_ranks_each_server_over_its_own_view(tmp_path: Path) -> 
             assert loaded[0].information(q, scopes) == retriever.information(q, scopes)
 
 
+def batch_of(rows: list[IndexRow]) -> object:
+    """Rows as a store reads them for a rebuild."""
+    return index_batch([(r.sentence_id, r.scope, *r.paragraph_key, " ".join(r.tokens)) for r in rows])
+
+
 def test_an_index_rebuilt_from_the_store_ranks_to_the_bit_as_the_one_built_as_articles_came() -> None:
     # The library starts without a cache: it reads every stored sentence in batches (by id)
     # and builds both indexes at once. Every server's questions get the scores, idf sums and
@@ -719,7 +724,7 @@ def test_an_index_rebuilt_from_the_store_ranks_to_the_bit_as_the_one_built_as_ar
     added, build = Retriever(), RetrieverBuild()
     for start in range(0, len(rows), 37):  # batches end mid-paragraph
         added.add(rows[start : start + 37])
-        build.add(rows[start : start + 37])
+        build.add(batch_of(rows[start : start + 37]))
     rebuilt = build.finish()
     questions = [random_question(rng) + (["#num"] if rng.random() < 0.5 else []) for _ in range(40)]
 
@@ -745,7 +750,7 @@ def test_an_index_rebuilt_from_the_store_ranks_to_the_bit_as_the_one_built_as_ar
 
 def test_a_rebuild_refuses_rows_out_of_id_order() -> None:
     build = RetrieverBuild()
-    build.add([IndexRow(5, 0, paragraph_key(1, 1), ("moon",))])
-    build.add([IndexRow(3, 0, paragraph_key(1, 1), ("sun",))])
+    build.add(batch_of([IndexRow(5, 0, paragraph_key(1, 1), ("moon",))]))
+    build.add(batch_of([IndexRow(3, 0, paragraph_key(1, 1), ("sun",))]))
     with pytest.raises(ValueError, match="ascending"):
         build.finish()

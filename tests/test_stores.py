@@ -82,7 +82,7 @@ async def lib(target: Path | str) -> AsyncIterator[Library]:
 
 
 async def stored_sentence_ids(store: Store) -> list[int]:
-    return [row.sentence_id async for rows in store.iter_index_rows() for row in rows]
+    return [i async for batch in store.iter_index_rows() for i in batch.sentence_ids.tolist()]
 
 
 async def index_matches_store(library: Library) -> None:

@@ -30,11 +30,13 @@ from .storage import (
     MAX_ID,
     Change,
     ChangeLog,
+    IndexBatch,
     IndexRow,
     StoreBusy,
     StoredSentence,
     StoreError,
     _dropped,
+    index_batch,
     paragraph_key,
 )
 from .stores import describe
@@ -702,7 +704,7 @@ class PgArticleStore:
         )
         return {row[2]: StoredSentence(*row) for row in rows}
 
-    async def iter_index_rows(self, batch: int = 20_000) -> AsyncIterator[list[IndexRow]]:
+    async def iter_index_rows(self, batch: int = 20_000) -> AsyncIterator[IndexBatch]:
         """Every sentence's stored tokens, for building the index without re-tokenising."""
         last = 0
         while True:
@@ -714,7 +716,7 @@ class PgArticleStore:
             if not rows:
                 return
             last = rows[-1][0]
-            yield await asyncio.to_thread(lambda: [_index_row(r) for r in rows])
+            yield await asyncio.to_thread(index_batch, rows)
 
     async def index_rows_of(self, article_ids: Iterable[int]) -> list[IndexRow]:
         """The index rows of the given articles (those that still exist), by sentence id."""

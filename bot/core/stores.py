@@ -9,7 +9,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from .articles import ArticleDraft, ArticleInfo, DuplicateArticle, SentenceRecord
-from .storage import ArticleStore, ChangeLog, IndexRow, StoredSentence
+from .storage import ArticleStore, ChangeLog, IndexBatch, IndexRow, StoredSentence
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -79,7 +79,7 @@ class Store(Protocol):
 
     async def neighbours(self, article_id: int, seqs: Iterable[int]) -> dict[int, StoredSentence]: ...
 
-    def iter_index_rows(self, batch: int = ...) -> AsyncIterator[list[IndexRow]]: ...
+    def iter_index_rows(self, batch: int = ...) -> AsyncIterator[IndexBatch]: ...
 
     async def index_rows_of(self, article_ids: Iterable[int]) -> list[IndexRow]: ...
 
