@@ -3,7 +3,8 @@ another, how fast a process is ready, and what a second process adds to the ques
 
 A throwaway PostgreSQL (tests/postgres.py, default durability) is filled with `--sentences`
 synthetic sentences (50-sentence articles, COPYed through the store as a bulk import does)
-and vacuumed (what autovacuum would do, done before anything is timed), then real bot processes without Discord (tests/replica.py) are started over it:
+and vacuumed (what autovacuum would do, done before anything is timed), then real bot
+processes without Discord (tests/replica.py) are started over it:
 
 * ready from nothing: a process with no snapshot builds its index from the database;
 * ready from snapshot + log: a process restarted after others added articles;
