@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from .app import open_library
 from .core.answers import QuestionError
-from .core.articles import GLOBAL_SCOPE, ArticleError
-from .core.library import Library, collect_files
+from .core.articles import GLOBAL_SCOPE
+from .core.library import collect_files
 from .core.render import answer_json, answer_text, article_dict, article_row, to_json
 from .core.text_safety import terminal_safe
 from .core.storage import MAX_ID, StoreError

@@ -41,6 +41,24 @@ async def library(tmp_path: Path) -> AsyncIterator[Library]:
         await lib.close()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a library lives, once on each store: a SQLite file, and a fresh database on the
+    throwaway PostgreSQL server (tests/postgres.py)."""
+    if request.param == "sqlite":
+        return tmp_path / "library.sqlite3"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest_asyncio.fixture
+async def library_on_each_store(target: Path | str) -> AsyncIterator[Library]:
+    lib = await Library.open(target, corpus_dir=None)
+    try:
+        yield lib
+    finally:
+        await lib.close()
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "db_path": tmp_path / "db.sqlite3",

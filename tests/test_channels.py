@@ -3,7 +3,6 @@ answer, stay quiet or wait to be asked accordingly; the asker's 👍 resolves an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
@@ -11,7 +10,6 @@ import discord.ext.test as dpytest
 import discord.ext.test.backend as dpytest_backend
 import discord.ext.test.factories as dpytest_factories
 import pytest
-import pytest_asyncio
 
 from bot.cogs.channels import RESOLVED_EMOJI, mark_resolved
 from bot.cogs.checks import NotManager
@@ -29,19 +27,10 @@ UNSURE_QUESTION = "who released footage from a ferry in Seoul?"
 UNANSWERABLE = "what is the boiling point of tungsten?"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path):
+@pytest.fixture
+def library(library_on_each_store: Library) -> Library:
     """Channel modes live in the library's store: both stores."""
-    return tmp_path / "db.sqlite3" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-
-@pytest_asyncio.fixture
-async def library(target) -> AsyncIterator[Library]:
-    lib = await Library.open(target, corpus_dir=None)
-    try:
-        yield lib
-    finally:
-        await lib.close()
+    return library_on_each_store
 
 
 async def add_seed(fake: FakeDiscord) -> None:

@@ -31,19 +31,10 @@ from conftest import SEED_ARTICLE, FakeDiscord, said
 GUILD = 1111
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path):
+@pytest.fixture
+def library(library_on_each_store: Library) -> Library:
     """Feeds keep their state in the library's store: both stores, the same stories."""
-    return tmp_path / "db.sqlite3" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-
-@pytest_asyncio.fixture
-async def library(target) -> AsyncIterator[Library]:
-    lib = await Library.open(target, corpus_dir=None)
-    try:
-        yield lib
-    finally:
-        await lib.close()
+    return library_on_each_store
 
 POLICY = FetchPolicy(timeout=5, allow_private=True)  # the test server is on 127.0.0.1
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from unittest.mock import AsyncMock, MagicMock
 
-import pytest
 from discord.ext import commands
 
 from bot.core.articles import GLOBAL_SCOPE, ArticleDraft, ArticleError

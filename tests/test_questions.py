@@ -2,14 +2,12 @@
 manager's `/article gaps` lists what went unanswered, `/stats` counts the last 7 and 30 days."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import discord
 import discord.ext.test as dpytest
 import pytest
-import pytest_asyncio
 from discord.ext import commands
 
 from bot.cogs.checks import NotManager
@@ -22,19 +20,10 @@ from conftest import SEED_ARTICLE, FakeDiscord, make_settings, mock_interaction,
 QUESTION = "who released the footage?"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path):
+@pytest.fixture
+def library(library_on_each_store: Library) -> Library:
     """The question log lives in the library's store: both stores."""
-    return tmp_path / "db.sqlite3" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-
-@pytest_asyncio.fixture
-async def library(target) -> AsyncIterator[Library]:
-    lib = await Library.open(target, corpus_dir=None)
-    try:
-        yield lib
-    finally:
-        await lib.close()
+    return library_on_each_store
 
 
 async def add_seed(fake: FakeDiscord) -> None:

@@ -11,12 +11,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from bot.app import open_library
 from bot.core.feedback import Feedback
@@ -64,21 +62,9 @@ def harbour_story(i: int) -> dict:
     }
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    """Where the library lives: a SQLite file, or a fresh database on the throwaway server."""
-    if request.param == "sqlite":
-        return tmp_path / "library.sqlite3"
-    return request.getfixturevalue("pg_url")
-
-
-@pytest_asyncio.fixture
-async def lib(target: Path | str) -> AsyncIterator[Library]:
-    library = await Library.open(target, corpus_dir=None)
-    try:
-        yield library
-    finally:
-        await library.close()
+@pytest.fixture
+def lib(library_on_each_store: Library) -> Library:
+    return library_on_each_store
 
 
 async def stored_sentence_ids(store: Store) -> list[int]:
