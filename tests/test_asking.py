@@ -1,8 +1,12 @@
 """Questions in, quoted passages out: the library answers from the shipped seed article."""
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -334,6 +338,55 @@ async def test_an_index_update_cut_short_is_applied_again_from_the_change_log(tm
         await index_agrees_with_database(lib)
     finally:
         await lib.close()
+
+
+async def test_an_add_cancelled_while_it_is_indexed_keeps_the_change_lock_until_the_index_is_done(tmp_path, monkeypatch):
+    # A SIGTERM'd import cancels the add while a worker thread is putting its rows into the
+    # index; a thread cannot be stopped. The change log (applied as soon as the lock is free)
+    # must not race that thread with the same rows: the index ends holding each sentence once.
+    db = await first_start(tmp_path)
+    lib = await Library.open(db, corpus_dir=CORPUS)
+    try:
+        started = threading.Event()
+        index_stored = lib._index_stored
+
+        def slow_index(*args, **kwargs):
+            started.set()
+            time.sleep(0.5)
+            index_stored(*args, **kwargs)
+
+        monkeypatch.setattr(lib, "_index_stored", slow_index)
+        adding = asyncio.ensure_future(lib.add_draft(BAKERY, scope=5, added_by="admin"))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        adding.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await adding
+        # The cancelled add let go of the lock only once its rows were in the index.
+        await index_agrees_with_database(lib)
+        monkeypatch.setattr(lib, "_index_stored", index_stored)
+        with LogRecords() as records:
+            await lib.refresh(wait=None)
+        assert not [r for r in records if "does not fit" in r.getMessage()]
+        assert (await lib.ask("Where did the bakery open?", guild_id=5)).answered
+        await index_agrees_with_database(lib)
+    finally:
+        await lib.close()
+
+
+class LogRecords(logging.Handler):
+    """Every record logged while it is entered."""
+
+    def __enter__(self) -> list[logging.LogRecord]:
+        self.records: list[logging.LogRecord] = []
+        logging.getLogger().addHandler(self)
+        return self.records
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def a_library_from_before_autoincrement(db: Path) -> None:

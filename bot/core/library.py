@@ -351,7 +351,7 @@ class Library:
             added = {a for a, info in infos.items() if self.shards.holds(info.scope)}
         rows = await self.store.index_rows_of(added)
         try:
-            await asyncio.to_thread(self._replace_rows, removed | {r.sentence_id for r in rows}, rows)
+            await _index_update(self._replace_rows, removed | {r.sentence_id for r in rows}, rows)
         except ValueError:
             log.warning("The index does not fit the change log", exc_info=True)
             return False
@@ -668,7 +668,7 @@ class Library:
                         article_id, ids = result
                         stored.append((article_id, ids, recs))
                         added_ids.append((article_id, len(recs), item.draft.dropped))  # type: ignore[union-attr]
-                await asyncio.to_thread(self._index_stored, scope, stored)
+                await _index_update(self._index_stored, scope, stored)
                 self._written(before)
             self._after_change()
             _freeze_heap()
@@ -700,7 +700,7 @@ class Library:
             raise ArticleError(f"No article {article_id} here.")
         async with self._writing() as before:
             ids = await self.store.remove_article(article_id)
-            await asyncio.to_thread(self.retriever.remove, ids)
+            await _index_update(self.retriever.remove, ids)
             self._written(before)
         self._after_change()
         return info
@@ -729,6 +729,22 @@ class Library:
 
     async def list(self, *, scopes: Sequence[int] | None, page: int = 1, per_page: int = 10) -> list[ArticleInfo]:
         return await self.store.list_articles(scopes, limit=per_page, offset=max(0, page - 1) * per_page)
+
+
+async def _index_update(fn: Callable[..., None], *args: object) -> None:
+    """fn(*args) in a worker thread, finished before the caller lets go of the change lock even
+    when the caller is cancelled: a thread cannot be stopped, and an index update still running
+    after the lock is released would race the change log applying the same rows."""
+    update = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        await asyncio.shield(update)
+    except asyncio.CancelledError:
+        while not update.done():  # the update lands; the cancellation goes on once it has
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([update])
+        if not update.cancelled() and update.exception() is not None:
+            log.warning("An index update cut short by a cancellation failed", exc_info=update.exception())
+        raise
 
 
 def _freeze_heap() -> None:
