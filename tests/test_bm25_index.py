@@ -579,7 +579,8 @@ def test_questions_during_concurrent_adds_and_compaction_see_whole_batches() -> 
 
     def reader() -> None:
         try:
-            while not stop.is_set():
+            while True:  # at least once, even when the writer is done before a reader starts
+                done = stop.is_set()
                 ids, _ = index.match(["marker"])
                 # An add publishes its whole batch at once, merges never lose docs.
                 assert len(ids) % batch == 0
@@ -588,6 +589,8 @@ def test_questions_during_concurrent_adds_and_compaction_see_whole_batches() -> 
                 top = index.top_k(["w3", "w7", "marker"], 10)
                 with added_lock:
                     assert all(i in added for i, _ in top)
+                if done:
+                    break
         except BaseException as exc:
             errors.append(exc)
 

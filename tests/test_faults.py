@@ -495,7 +495,7 @@ async def test_a_database_failure_during_a_question_is_an_apology_with_a_referen
     async def broken(*args, **kwargs):
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(library.store, "sentences_by_ids", broken)
+    monkeypatch.setattr(library.store, "sentences_in_context", broken)
     with caplog.at_level(logging.ERROR):
         error, sent = await said("!ask When did the harbour at Kestrel Bay reopen?", fake.channel_a, fake.member_a)
     assert "something went wrong" in sent[0].content and "reference" in sent[0].content

@@ -46,14 +46,17 @@ def cli(*args: str, db: Path | str) -> subprocess.Popen:
     )
 
 
-def finished(proc: subprocess.Popen) -> str:
-    out, err = proc.communicate(timeout=300)
+async def finished(proc: subprocess.Popen) -> str:
+    """What the command printed, once it ended well. Waited for off the event loop, as the bot
+    would be: its loop keeps running (on PostgreSQL, taking in the NOTIFY of every change)."""
+    out, err = await asyncio.to_thread(proc.communicate, timeout=300)
     assert proc.returncode == 0, err
     return out
 
 
-def in_another_process(code: str, db: Path | str) -> str:
-    """Run `code` (with `lib`, a Library on `db`, open) in a separate Python process."""
+async def in_another_process(code: str, db: Path | str) -> str:
+    """Run `code` (with `lib`, a Library on `db`, open) in a separate Python process, off the
+    event loop."""
     script = textwrap.dedent(
         """
         import asyncio, sys
@@ -73,8 +76,9 @@ def in_another_process(code: str, db: Path | str) -> str:
         asyncio.run(run())
         """
     ).format(body=textwrap.indent(textwrap.dedent(code), "    "))
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(db)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script, str(db)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -112,7 +116,7 @@ async def test_an_import_from_the_command_line_is_answered_by_the_running_bot_an
     lib, _ = await library_with_a_bakery(db)
     try:
         write_articles(tmp_path / "wire.jsonl", "harbour", 40)
-        assert "added 40" in finished(cli("import", str(tmp_path / "wire.jsonl"), db=db))
+        assert "added 40" in await finished(cli("import", str(tmp_path / "wire.jsonl"), db=db))
 
         # The very next question, with no restart and no wait, quotes the new article.
         with caplog.at_level(logging.INFO, logger="bot.core.library"):
@@ -136,7 +140,7 @@ async def test_the_running_bot_picks_up_an_import_without_being_asked(db, tmp_pa
     lib = await Library.open(db, corpus_dir=None)
     try:
         write_articles(tmp_path / "wire.jsonl", "harbour", 10)
-        finished(cli("import", str(tmp_path / "wire.jsonl"), db=db))
+        await finished(cli("import", str(tmp_path / "wire.jsonl"), db=db))
         for _ in range(100):  # the background look runs twice a second
             if len(lib.retriever) == 20:  # 10 titles and 10 sentences
                 break
@@ -149,7 +153,7 @@ async def test_the_running_bot_picks_up_an_import_without_being_asked(db, tmp_pa
 async def test_an_article_removed_by_another_process_is_never_quoted_again(db):
     lib, bakery_id = await library_with_a_bakery(db)
     try:
-        in_another_process(f"await lib.remove({bakery_id}, scopes=None)", db)
+        await in_another_process(f"await lib.remove({bakery_id}, scopes=None)", db)
         answer = await lib.ask("Where did the bakery open on Mill Lane?")
         assert not answer.answered and answer.passages == ()
         await index_agrees_with_database(lib)
@@ -161,7 +165,7 @@ async def test_after_another_process_removes_an_article_and_adds_one_the_old_que
     lib, bakery_id = await library_with_a_bakery(db)
     try:
         old_ids = {s.id for s in await lib.store.sentences_of(bakery_id)}
-        out = in_another_process(
+        out = await in_another_process(
             f"""
             await lib.remove({bakery_id}, scopes=None)
             ferry = await lib.add_draft(
@@ -193,7 +197,7 @@ async def test_two_imports_at_once_are_both_answered_while_running_and_after_a_r
         write_articles(tmp_path / "south.jsonl", "south", 600)
         imports = [cli("import", str(tmp_path / f"{side}.jsonl"), db=db) for side in ("north", "south")]
         for proc in imports:
-            assert "added 600" in finished(proc)
+            assert "added 600" in await finished(proc)
         for side in ("north", "south"):
             for i in (0, 299, 599):
                 assert await quoted(lib, question(side, i)) == [sentence(side, i)]
@@ -215,7 +219,7 @@ async def test_two_libraries_starting_on_a_new_database_at_once_both_work(db, tm
     # Both create the schema: the second must see the first's migrations, not apply them again.
     procs = [cli("list", db=db) for _ in range(3)]
     for proc in procs:
-        assert "0 article(s)" in finished(proc)
+        assert "0 article(s)" in await finished(proc)
 
 
 async def test_a_cache_saved_before_the_bot_saw_an_import_is_caught_up_after_a_restart(db, tmp_path):
@@ -224,7 +228,7 @@ async def test_a_cache_saved_before_the_bot_saw_an_import_is_caught_up_after_a_r
     lib, _ = await library_with_a_bakery(db)
     lib._watcher.cancel()  # it has not looked yet
     write_articles(tmp_path / "wire.jsonl", "harbour", 5)
-    finished(cli("import", str(tmp_path / "wire.jsonl"), db=db))
+    await finished(cli("import", str(tmp_path / "wire.jsonl"), db=db))
     await lib.save_index()
     await lib.store.close()  # then it stops the hard way: nothing else saved
 

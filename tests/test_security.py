@@ -93,7 +93,7 @@ SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|WHERE|PRAGMA|VALUES|FROM
 # What an f-string that builds SQL may interpolate: column lists and placeholder runs we write
 # ourselves, and the schema version number. Never a value.
 ALLOWED_INTERPOLATIONS = re.compile(
-    r"^(_ARTICLE_COLUMNS|_SENTENCE_COLUMNS|marks|','\.join\('\?' \* len\(\w+\)\)|\",\"\.join\(\"\?\" \* len\(\w+\)\)|number \+ 1|placeholders)$"
+    r"^(_ARTICLE_COLUMNS|_SENTENCE_COLUMNS|_CANDIDATE_COLUMNS|_CANDIDATE_ARTICLE_COLUMNS|lines|marks|','\.join\('\?' \* len\(\w+\)\)|\",\"\.join\(\"\?\" \* len\(\w+\)\)|number \+ 1|placeholders)$"
 )
 
 

@@ -209,6 +209,27 @@ async def test_an_unknown_article_reads_as_nothing(target: Path | str) -> None:
         await store.close()
 
 
+async def test_a_candidate_is_read_with_its_paragraph_and_article_in_one_query(target: Path | str) -> None:
+    """What a question reads of a candidate: the sentence, every sentence's tokens of its
+    paragraph (a headline: its own), and its article; an unknown id is left out."""
+    store = await open_store(target)
+    try:
+        article_id, sentence_ids = await _add(store, 3)
+        everything = await store.sentences_by_ids(sentence_ids)
+        found = await store.sentences_in_context([*sentence_ids, 404])
+        assert sorted(found) == sorted(sentence_ids)
+        for sentence_id, c in found.items():
+            s = everything[sentence_id]
+            assert c.sentence == s and c.article.id == article_id and c.article.title == _draft(harbour_story(3))["title"]
+            same_paragraph = [o.tokens for o in everything.values() if (o.paragraph, o.kind) == (s.paragraph, s.kind)]
+            expected = [s.tokens] if s.kind == "title" else same_paragraph
+            assert sorted(c.paragraph_tokens.split("\n")) == sorted(expected)
+        assert any(len(c.paragraph_tokens.split("\n")) > 1 for c in found.values())
+        assert await store.sentences_in_context([]) == {}
+    finally:
+        await store.close()
+
+
 async def test_an_answer_record_keeps_its_pages_and_one_vote_per_member(lib: Library) -> None:
     others = await background(lib)
     for i in range(8):
@@ -420,10 +441,17 @@ async def test_a_change_in_one_process_wakes_the_other_and_a_lost_listener_comes
         await _add(writing, 80)
         assert await waiting is True
         assert time.monotonic() - started < 1.0
+        # The wake-up carries the generation: a question needs no read to know the index is behind.
+        assert watching.announced_generation() == writing.last_generation == await writing.generation()
 
         # The listening connection is killed: it is made again, and the wake-up says "read the log".
         await watcher.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'quotebot-listen'")
+        await _add(writing, 82)  # likely made while nobody listens: learnt by reading once LISTEN is back
         assert await watching.wait_for_change(10) is True
+        deadline = time.monotonic() + 10
+        while watching.announced_generation() != await writing.generation():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
         await asyncio.to_thread(postgres_server.restart)
         assert await watching.wait_for_change(15) is True
         waiting = asyncio.create_task(watching.wait_for_change(10))
@@ -434,6 +462,46 @@ async def test_a_change_in_one_process_wakes_the_other_and_a_lost_listener_comes
         await watcher.close()
         await writing.close()
         await watching.close()
+
+
+async def test_a_question_on_postgresql_reads_no_generation_while_listen_holds(pg_url: str) -> None:
+    """Each question asked whether another process changed the library: on PostgreSQL the
+    NOTIFY that every change sends answers it, so questions make one read of the database, and
+    another process's article is still quoted within a second."""
+    member_side = await Library.open(pg_url, corpus_dir=None)
+    admin_side = await Library.open(pg_url, corpus_dir=None)
+    reads = 0
+    real = member_side.store.generation
+
+    async def counted() -> int:
+        nonlocal reads
+        reads += 1
+        return await real()
+
+    member_side.store.generation = counted  # type: ignore[method-assign]
+    try:
+        await background(admin_side)
+        await admin_side.add_draft(ArticleDraft(**_draft(harbour_story(1))), scope=GLOBAL_SCOPE, added_by="admin")
+        question = f"When did the harbour of {place(1)} reopen?"
+        deadline = time.monotonic() + 5
+        while member_side.store.announced_generation() is None or harbour_story(1)["title"] not in [
+            p.title for p in (await member_side.ask(question)).passages
+        ]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        before = reads
+        for _ in range(20):
+            assert (await member_side.ask(question)).passages
+        assert reads == before  # twenty questions, no generation read
+
+        await admin_side.add_draft(ArticleDraft(**_draft(harbour_story(2))), scope=GLOBAL_SCOPE, added_by="admin")
+        started = time.monotonic()
+        while harbour_story(2)["title"] not in [p.title for p in (await member_side.ask(f"When did the harbour of {place(2)} reopen?")).passages]:
+            assert time.monotonic() - started < 1.0
+            await asyncio.sleep(0.01)
+    finally:
+        await admin_side.close()
+        await member_side.close()
 
 
 def test_without_postgresql_ci_fails_and_a_developer_skips(monkeypatch: pytest.MonkeyPatch) -> None:

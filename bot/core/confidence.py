@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Container, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -94,10 +94,22 @@ def weigh_question(question: str, terms: Sequence[str]) -> QuestionWords:
     )
 
 
-def word_pairs(tokens: Sequence[str]) -> set[tuple[str, str]]:
-    """Adjacent word tokens of one sentence's stored tokens."""
-    words = words_of(tokens)
-    return set(zip(words, words[1:]))
+class TokenText:
+    """The stored tokens ("w1 w2 #num") of a sentence and its paragraph, asked whether a word,
+    or two words side by side, occur: a substring test for each of the question's few words,
+    where sets of every word and word pair cost a millisecond for a 50-sentence paragraph."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, lines: str) -> None:
+        # `lines`: one sentence's tokens a line, so that no pair spans two sentences. Answer
+        # types come after a sentence's words and are never part of a question's pairs.
+        self._text = " " + lines.replace("\n", " \n ") + " "
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, tuple):
+            return f" {item[0]} {item[1]} " in self._text
+        return f" {item} " in self._text
 
 
 def features(
@@ -105,8 +117,8 @@ def features(
     score: float,
     best: float,
     sentence: Collection[str],
-    context: Collection[str],
-    pairs: Collection[tuple[str, str]] = (),
+    context: Container[str],
+    pairs: Container[tuple[str, str]] = (),
 ) -> np.ndarray:
     """The features (FEATURES order) of one candidate: its BM25 `score` (the best candidate's:
     `best`), the tokens of the sentence, of the sentence with its paragraph, and the adjacent

@@ -21,11 +21,20 @@ import numpy as np
 from .answers import NOTHING_MATCHES, ONLY_COMMON_WORDS, Answer, Nearest, Passage, QuestionError
 from .articles import GLOBAL_SCOPE, ArticleDraft, ArticleError, ArticleInfo, DuplicateArticle, SentenceRecord, visible
 from .cluster import Shards
-from .confidence import QuestionWords, features, load_model, rarity, too_thin, weigh_question, with_best, word_pairs
+from .confidence import QuestionWords, TokenText, features, load_model, rarity, too_thin, weigh_question, with_best
 from .importers import Metadata, ParsedItem, read_file
 from .preparing import Preparer
 from .retrieval import Hit, Retriever, RetrieverBuild
-from .storage import CHANGE_LOG_RETENTION_SECONDS, Change, IndexBatch, IndexRow, StoreError, StoredSentence, paragraph_key
+from .storage import (
+    CHANGE_LOG_RETENTION_SECONDS,
+    Change,
+    IndexBatch,
+    IndexRow,
+    SentenceInContext,
+    StoreError,
+    StoredSentence,
+    paragraph_key,
+)
 from .stores import Store, open_store
 from .tokens import TOKENIZER_VERSION, normalise, tokenize
 
@@ -55,6 +64,8 @@ IMPORTABLE_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".j
 MIN_RELATIVE_SCORE = 0.25
 # Candidate sentences described and judged per question.
 EXAMINED = 10
+# Candidates read beyond those still wanted, in case some are duplicates or were removed.
+READ_SPARE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,7 @@ class Candidate:
 
     hit: Hit
     sentence: StoredSentence
+    article: ArticleInfo
     features: np.ndarray  # confidence.FEATURES
     confidence: float  # that this sentence answers the question
 
@@ -414,9 +426,10 @@ class Library:
         if len(question) > self.limits.max_question_chars:
             raise QuestionError(f"That question is too long ({len(question)} characters; the limit is {self.limits.max_question_chars}).")
         rank = functools.partial(self._rank, question, max(30, examine), scopes_for(guild_id))
-        # Has another process changed the library? Asked of the database while the question is
-        # ranked, so the look costs a question nothing unless something did change.
-        looked = asyncio.ensure_future(self.store.generation())
+        # Has another process changed the library? PostgreSQL announces every change (NOTIFY)
+        # as it commits; otherwise the database is asked while the question is ranked, so the
+        # look costs a question nothing unless something did change.
+        looked = asyncio.ensure_future(self.store.generation()) if self.store.announced_generation() is None else None
         # What the index held when ranking began: the watcher may bring changes in meanwhile
         # (at once, when PostgreSQL announces them), and then this ranking is out of date.
         ranked_at = self._generation
@@ -424,31 +437,37 @@ class Library:
             # One trip to a worker thread for all the CPU work: every hop costs a wake-up.
             terms, hits, weights = await asyncio.to_thread(rank)
         except BaseException:
-            looked.cancel()
+            if looked is not None:
+                looked.cancel()
             raise
-        if await looked != ranked_at:
+        # Read after ranking, when announcements that arrived meanwhile are in.
+        announced = self.store.announced_generation() if looked is None else None
+        if (announced if announced is not None else await (looked or self.store.generation())) != ranked_at:
             await self.refresh()
             if self._generation != ranked_at:
                 terms, hits, weights = await asyncio.to_thread(rank)
         if not terms or not hits or weights is None:
             return terms, []
-        sentences = await self.store.sentences_by_ids(h.sentence_id for h in hits)
         best = hits[0].score
+        eligible = [h for h in hits if h.score >= best * MIN_RELATIVE_SCORE]
         seen_texts: set[str] = set()
-        kept: list[tuple[Hit, StoredSentence]] = []
-        for hit in hits:
-            s = sentences.get(hit.sentence_id)
-            if s is None:  # removed between ranking and reading
-                continue
-            if hit.score < best * MIN_RELATIVE_SCORE or len(kept) >= examine:
-                break
-            key = normalise(visible(s.text))
-            if key not in seen_texts:
-                seen_texts.add(key)
-                kept.append((hit, s))
-        paragraphs = await self.store.paragraph_tokens((s.article_id, s.paragraph, s.kind) for _, s in kept if s.kind != "title")
-        rows, confidences = await asyncio.to_thread(_describe, weights, best, kept, paragraphs)
-        return terms, [Candidate(hit, s, x, c) for (hit, s), x, c in zip(kept, rows, confidences)]
+        kept: list[tuple[Hit, SentenceInContext]] = []
+        read = 0
+        while read < len(eligible) and len(kept) < examine:
+            # A few more than are missing, for duplicates and sentences removed since ranking.
+            batch = eligible[read : read + examine - len(kept) + READ_SPARE]
+            read += len(batch)
+            found = await self.store.sentences_in_context(h.sentence_id for h in batch)
+            for hit in batch:
+                c = found.get(hit.sentence_id)
+                if c is None or len(kept) >= examine:
+                    continue
+                key = normalise(visible(c.sentence.text))
+                if key not in seen_texts:
+                    seen_texts.add(key)
+                    kept.append((hit, c))
+        rows, confidences = await asyncio.to_thread(_describe, weights, best, kept)
+        return terms, [Candidate(hit, c.sentence, c.article, x, p) for (hit, c), x, p in zip(kept, rows, confidences)]
 
     def _rank(self, question: str, k: int, scopes: Sequence[int]) -> tuple[list[str], list[Hit], QuestionWords | None]:
         """(question terms, best hits, what each question word is worth); runs in a worker thread."""
@@ -481,13 +500,10 @@ class Library:
                 group.append(c)
             elif len(chosen) < k and (c is top or c.confidence >= model.passage_threshold):
                 chosen.append([c])
-        articles = await self.store.articles_by_ids(g[0].sentence.article_id for g in chosen)
         passages = []
         for group in chosen:
             group.sort(key=lambda c: c.sentence.seq)
-            info = articles.get(group[0].sentence.article_id)
-            if info is None:
-                continue
+            info = group[0].article
             text = await self._passage_text([c.sentence for c in group])
             passages.append(
                 Passage(
@@ -502,8 +518,6 @@ class Library:
                     confidence=round(max(c.confidence for c in group), 4),
                 )
             )
-        if not passages:  # the articles went between ranking and reading
-            return Answer(question, (), frozenset(terms), NOTHING_MATCHES, round(confidence, 4), round(answerable, 4))
         return Answer(question, tuple(passages), frozenset(terms), None, round(confidence, 4), round(answerable, 4))
 
     async def _passage_text(self, group: list[StoredSentence]) -> str:
@@ -761,22 +775,14 @@ def _provenance(item: ParsedItem) -> tuple[str | None, str | None] | None:
 
 
 def _describe(
-    weights: QuestionWords,
-    best: float,
-    kept: Sequence[tuple[Hit, StoredSentence]],
-    paragraphs: dict[tuple[int, int, str], list[str]],
+    weights: QuestionWords, best: float, kept: Sequence[tuple[Hit, SentenceInContext]]
 ) -> tuple[list[np.ndarray], list[float]]:
-    """The confidence features of each candidate (a headline is its own paragraph) and the
-    chance that it answers; runs in a worker thread."""
+    """The confidence features of each candidate and the chance that it answers; runs in a
+    worker thread."""
     rows = []
-    for hit, s in kept:
-        tokens = s.tokens.split()
-        words, pairs = set(tokens), word_pairs(tokens)
-        for other in paragraphs.get((s.article_id, s.paragraph, s.kind), ()):
-            other_tokens = other.split()
-            words.update(other_tokens)
-            pairs |= word_pairs(other_tokens)
-        rows.append(features(weights, hit.score, best, frozenset(tokens), words, pairs))
+    for hit, c in kept:
+        context = TokenText(c.paragraph_tokens or c.sentence.tokens)
+        rows.append(features(weights, hit.score, best, frozenset(c.sentence.tokens.split()), context, context))
     rows = with_best(rows)
     return rows, load_model().passage_confidences(rows)
 

@@ -33,11 +33,14 @@ from .storage import (
     IndexBatch,
     IndexRow,
     StoreBusy,
+    SentenceInContext,
     StoredSentence,
     StoreError,
     _dropped,
+    in_context_sql,
     index_batch,
     paragraph_key,
+    sentence_in_context,
 )
 from .stores import describe
 
@@ -188,6 +191,7 @@ _MIGRATION_LOCK = 0x71756F74
 # Waits before each try of an operation that met a dead connection: the pool replaces it, and
 # a server that is restarting refuses connections for a moment.
 _RETRY_DELAYS = (0.0, 0.25, 1.0, 2.0)
+_GENERATION_SQL = "SELECT value FROM library_state WHERE key = 'generation'"
 _COMMAND_TIMEOUT = 60.0
 
 # The connection is gone (killed, server restarted or unreachable): the server rolled back
@@ -235,6 +239,9 @@ class PgArticleStore:
         # reset, which ends its LISTEN); started by the first wait_for_change.
         self._listener: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        # The newest generation announced while LISTEN has held without a break (None: not
+        # listening): a question compares it with its index instead of asking the server.
+        self._announced: int | None = None
         # The generation made by this store's latest committed write (None before any): the
         # library tells its own changes from other processes' in the change log with it.
         self.last_generation: int | None = None
@@ -301,8 +308,10 @@ class PgArticleStore:
             try:
                 conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "quotebot-listen"})
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _conn: lost.set())
-                await conn.add_listener(CHANGES_CHANNEL, lambda *_args: self._changed.set())
+                conn.add_termination_listener(lambda _conn: self._lost_listener(lost))
+                await conn.add_listener(CHANGES_CHANNEL, self._notified)
+                # Read once LISTEN holds: every commit after this read is announced.
+                self._announced = max(self._announced or 0, int(await conn.fetchval(_GENERATION_SQL) or 0))
                 if not first:
                     self._changed.set()  # what was sent while we were away: read the log
                 first, pause = False, 0.25
@@ -315,9 +324,22 @@ class PgArticleStore:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
             finally:
+                self._announced = None
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close(timeout=2))
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._changed.set()
+        if self._announced is not None and payload.isdigit():
+            self._announced = max(self._announced, int(payload))
+
+    def _lost_listener(self, lost: asyncio.Event) -> None:
+        self._announced = None  # no longer told of every change: questions ask again
+        lost.set()
+
+    def announced_generation(self) -> int | None:
+        return self._announced
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -589,7 +611,8 @@ class PgArticleStore:
 
     async def _read(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         for attempt, delay in enumerate(_RETRY_DELAYS):
-            await asyncio.sleep(delay)
+            if delay:
+                await asyncio.sleep(delay)
             try:
                 async with self._pool.acquire() as conn:
                     return await work(conn)
@@ -610,7 +633,7 @@ class PgArticleStore:
         return await self._read(lambda conn: conn.fetchval(sql, *args))
 
     async def generation(self) -> int:
-        value = await self._fetchval("SELECT value FROM library_state WHERE key = 'generation'")
+        value = await self._fetchval(_GENERATION_SQL)
         return int(value) if value is not None else 0  # type: ignore[call-overload]
 
     async def count_articles(self, scope: int | None = None) -> int:
@@ -669,22 +692,12 @@ class PgArticleStore:
         )
         return [StoredSentence(*row) for row in rows]
 
-    async def paragraph_tokens(self, keys: Iterable[tuple[int, int, str]]) -> dict[tuple[int, int, str], list[str]]:
-        """The stored tokens of every sentence of each (article id, paragraph, kind), in order."""
-        keys = sorted(set(keys))
-        out: dict[tuple[int, int, str], list[str]] = {k: [] for k in keys}
-        if not keys:
-            return out
-        rows = await self._fetch(
-            "SELECT s.article_id, s.paragraph, s.kind, s.tokens FROM sentences s"
-            " JOIN unnest($1::bigint[], $2::int[], $3::text[]) AS k(article_id, paragraph, kind)"
-            " ON s.article_id = k.article_id AND s.paragraph = k.paragraph AND s.kind = k.kind"
-            " ORDER BY s.article_id, s.seq",
-            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-        )
-        for article_id, paragraph, kind, tokens in rows:
-            out[(article_id, paragraph, kind)].append(tokens)
-        return out
+    async def sentences_in_context(self, ids: Iterable[int]) -> dict[int, SentenceInContext]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = await self._fetch(in_context_sql("SELECT unnest($1::bigint[])", "string_agg(p.tokens, chr(10))"), ids)
+        return {row[0]: sentence_in_context(row) for row in rows}
 
     async def sentences_by_ids(self, ids: Iterable[int]) -> dict[int, StoredSentence]:
         ids = list(ids)

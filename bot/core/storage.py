@@ -269,6 +269,32 @@ class StoredSentence:
 
 
 @dataclass(frozen=True, slots=True)
+class SentenceInContext:
+    """A candidate answer with what judging and quoting it needs, read in one trip."""
+
+    sentence: StoredSentence
+    paragraph_tokens: str  # the stored tokens of its paragraph's sentences, a line each; a headline's own
+    article: ArticleInfo
+
+
+def in_context_sql(marks: str, lines: str) -> str:
+    """The one query behind `sentences_in_context` (both stores), for the ids in `marks`;
+    `lines`: the dialect's aggregate joining `p.tokens` with newlines (a fixed fragment)."""
+    # The lines' order does not matter: they are only searched for the question's words.
+    return (
+        f"SELECT {_CANDIDATE_COLUMNS}, CASE WHEN s.kind = 'title' THEN s.tokens ELSE"
+        f" (SELECT {lines} FROM sentences p"
+        "  WHERE p.article_id = s.article_id AND p.paragraph = s.paragraph AND p.kind = s.kind) END,"
+        f" {_CANDIDATE_ARTICLE_COLUMNS} FROM sentences s JOIN articles a ON a.id = s.article_id WHERE s.id IN ({marks})"
+    )
+
+
+def sentence_in_context(row: Sequence[object]) -> SentenceInContext:
+    n = len(StoredSentence.__slots__)
+    return SentenceInContext(StoredSentence(*row[:n]), row[n] or "", ArticleInfo(*row[n + 1 :]))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
 class IndexRow:
     sentence_id: int
     scope: int
@@ -319,6 +345,8 @@ _SENTENCE_COLUMNS = 'id, article_id, seq, paragraph, kind, start, "end", text, t
 _ARTICLE_COLUMNS = (
     "id, scope, title, source, author, url, published, caption, added_by, added_at, sentence_count"
 )
+_CANDIDATE_COLUMNS = ", ".join(f"s.{c.strip()}" for c in _SENTENCE_COLUMNS.split(","))
+_CANDIDATE_ARTICLE_COLUMNS = ", ".join(f"a.{c.strip()}" for c in _ARTICLE_COLUMNS.split(","))
 
 
 def _now() -> str:
@@ -712,6 +740,9 @@ class ArticleStore:
         rows = await self._fetch("SELECT value FROM library_state WHERE key = 'generation'")
         return int(rows[0][0]) if rows else 0
 
+    def announced_generation(self) -> int | None:
+        return None  # SQLite announces nothing: a question reads the generation (in-process, cheap)
+
     async def count_articles(self, scope: int | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM articles", ()
         if scope is not None:
@@ -772,20 +803,13 @@ class ArticleStore:
         )
         return [StoredSentence(*row) for row in rows]
 
-    async def paragraph_tokens(self, keys: Iterable[tuple[int, int, str]]) -> dict[tuple[int, int, str], list[str]]:
-        """The stored tokens of every sentence of each (article id, paragraph, kind), in order."""
-        keys = sorted(set(keys))
-        out: dict[tuple[int, int, str], list[str]] = {k: [] for k in keys}
-        for i in range(0, len(keys), 300):
-            chunk = keys[i : i + 300]
-            # Only "?" placeholders go into the SQL text, one group of three per key.
-            placeholders = " OR ".join(["(article_id = ? AND paragraph = ? AND kind = ?)"] * len(chunk))
-            rows = await self._fetch(
-                f"SELECT article_id, paragraph, kind, tokens FROM sentences WHERE {placeholders} ORDER BY article_id, seq",
-                [v for key in chunk for v in key],
-            )
-            for article_id, paragraph, kind, tokens in rows:
-                out[(article_id, paragraph, kind)].append(tokens)
+    async def sentences_in_context(self, ids: Iterable[int]) -> dict[int, SentenceInContext]:
+        ids = list(ids)
+        out: dict[int, SentenceInContext] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = await self._fetch(in_context_sql(",".join("?" * len(chunk)), "group_concat(p.tokens, char(10))"), chunk)
+            out.update((row[0], sentence_in_context(row)) for row in rows)
         return out
 
     async def sentences_by_ids(self, ids: Iterable[int]) -> dict[int, StoredSentence]:

@@ -9,7 +9,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from .articles import ArticleDraft, ArticleInfo, DuplicateArticle, SentenceRecord
-from .storage import ArticleStore, ChangeLog, IndexBatch, IndexRow, StoredSentence
+from .storage import ArticleStore, ChangeLog, IndexBatch, IndexRow, SentenceInContext, StoredSentence
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -48,6 +48,10 @@ class Store(Protocol):
 
     async def generation(self) -> int: ...
 
+    def announced_generation(self) -> int | None:
+        """The database's generation as announced to this process, exact but for delivery
+        time, without a read; None when the store cannot tell (then read `generation`)."""
+
     async def forget_changes(self, generation: int, *, older_than: float | None = None) -> None: ...
 
     async def read_changes(self, after: int) -> ChangeLog | None: ...
@@ -75,7 +79,9 @@ class Store(Protocol):
 
     async def sentences_by_ids(self, ids: Iterable[int]) -> dict[int, StoredSentence]: ...
 
-    async def paragraph_tokens(self, keys: Iterable[tuple[int, int, str]]) -> dict[tuple[int, int, str], list[str]]: ...
+    async def sentences_in_context(self, ids: Iterable[int]) -> dict[int, SentenceInContext]:
+        """Sentences by id, each with its paragraph's stored tokens and its article: what a
+        question reads of its candidates, in one query. Removed ones are left out."""
 
     async def neighbours(self, article_id: int, seqs: Iterable[int]) -> dict[int, StoredSentence]: ...
 
