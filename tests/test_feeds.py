@@ -24,6 +24,7 @@ from bot.core.feeds import (
     parse_every,
 )
 from bot.core.fetch import FetchPolicy
+from bot.core.cluster import Shards
 from bot.core.library import Library, Limits
 
 from conftest import SEED_ARTICLE, FakeDiscord, said
@@ -377,6 +378,47 @@ async def test_the_scheduler_polls_due_feeds_and_not_paused_ones(library: Librar
     assert (await feeds.get(paused.id)).last_poll is None
     # Polled once: the next poll is an hour away.
     assert await feeds.due() == []
+
+
+async def test_two_bot_processes_over_one_database_poll_a_due_feed_once(target, feed_server: FeedServer) -> None:
+    """Two processes' schedulers find the same feed due at the same moment: one claims the
+    poll, the other leaves it, and the feed is fetched once and its items imported once."""
+    first, second = await Library.open(target, corpus_dir=None), await Library.open(target, corpus_dir=None)
+    schedulers = [FeedScheduler(Feeds(lib, POLICY), tick_seconds=0.05) for lib in (first, second)]
+    try:
+        feed = await follow(schedulers[0].feeds, feed_server)
+        fetched_before = len(feed_server.feed_requests)
+        for scheduler in schedulers:
+            scheduler.start()
+        for _ in range(200):
+            if (await schedulers[1].feeds.get(feed.id)).items_added == 3:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # several more ticks of both schedulers
+        for scheduler in schedulers:
+            await scheduler.idle()
+        assert len(feed_server.feed_requests) - fetched_before == 1
+        assert (await schedulers[0].feeds.get(feed.id)).items_added == 3
+        assert len(await titles(first)) == 3
+    finally:
+        for scheduler in schedulers:
+            await scheduler.stop()
+        await second.close()
+        await first.close()
+
+
+async def test_a_process_polls_only_the_feeds_of_servers_on_its_shards(tmp_path, feed_server: FeedServer) -> None:
+    on_shard = (GUILD >> 22) % 2
+    db = tmp_path / "library.sqlite3"
+    holder = await Library.open(db, corpus_dir=None, shards=Shards.of([on_shard], 2))
+    other = await Library.open(db, corpus_dir=None, shards=Shards.of([1 - on_shard], 2))
+    try:
+        feed = await follow(Feeds(holder, POLICY), feed_server)
+        assert await Feeds(other, POLICY).due() == []
+        assert await Feeds(holder, POLICY).due() == [feed.id]
+    finally:
+        await other.close()
+        await holder.close()
 
 
 # --- on Discord ---------------------------------------------------------------------------------

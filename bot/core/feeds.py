@@ -45,6 +45,9 @@ MAX_FEEDS_PER_SERVER = 20
 MAX_ITEMS_PER_POLL = 30
 FAILURES_TO_PAUSE = 5
 ITEM_ATTEMPTS = 3
+# How long a process's claim on a due feed keeps other processes off it (see Feeds.claim):
+# longer than a poll can take (30 items, each fetched with its own timeout).
+CLAIM_MINUTES = 15
 
 _EVERY = re.compile(r"^\s*(\d{1,6})\s*(m|min|mins|minutes?|h|hours?|d|days?)?\s*$", re.IGNORECASE)
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
@@ -207,11 +210,26 @@ class Feeds:
         return feed
 
     async def due(self) -> list[int]:
-        """Feeds whose next poll is due, oldest due first."""
+        """Feeds of the servers this process holds whose next poll is due, oldest due first."""
         rows = await self.store.read(
-            "SELECT id FROM feeds WHERE paused = 0 AND next_poll <= ? ORDER BY next_poll", (iso_stamp(self._clock()),)
+            "SELECT id, guild_id FROM feeds WHERE paused = 0 AND next_poll <= ? ORDER BY next_poll",
+            (iso_stamp(self._clock()),),
         )
-        return [r[0] for r in rows]
+        return [feed_id for feed_id, guild_id in rows if self.library.holds(guild_id)]
+
+    async def claim(self, feed_id: int) -> bool:
+        """Take a due feed's next poll for this process: False when another process (several
+        may run over one database) took it first. The claim moves the next poll CLAIM_MINUTES
+        ahead; the poll then sets the real one, and a process that died mid-poll leaves the
+        feed to be claimed again after that."""
+        now = self._clock()
+        [(_, changed)] = await self.store.write(
+            (
+                "UPDATE feeds SET next_poll = ? WHERE id = ? AND paused = 0 AND next_poll <= ?",
+                (iso_stamp(now + timedelta(minutes=CLAIM_MINUTES)), feed_id, iso_stamp(now)),
+            )
+        )
+        return changed == 1
 
     async def _feed_by_url(self, guild_id: int, url: str) -> Feed | None:
         rows = await self.store.read(_SELECT_FEEDS + " WHERE guild_id = ? AND url = ?", (guild_id, url))
@@ -396,7 +414,8 @@ class FeedScheduler:
         while True:
             try:
                 for feed_id in await self.feeds.due():
-                    self.poll_soon(feed_id)
+                    if await self.feeds.claim(feed_id):
+                        self.poll_soon(feed_id)
             except Exception:
                 # A busy database now and then must not end the schedule.
                 log.exception("Could not read the due feeds")
