@@ -150,6 +150,18 @@ async def test_stats_count_the_last_7_and_30_days(fake: FakeDiscord, library: Li
     assert embed.fields[0].value == fields["Last 7 days"]
 
 
+async def test_logged_questions_are_deleted_after_90_days(library: Library) -> None:
+    """A question asked 91 days ago is gone once another is logged; one 89 days old stays."""
+    now = datetime.now(timezone.utc)
+    for days_ago in (91, 89):
+        old = QuestionLog(library.store, clock=lambda d=days_ago: now - timedelta(days=d))
+        await old.record(7, 8, f"asked {days_ago} days ago", answered=False)
+    assert len(await library.store.read("SELECT id FROM questions")) == 2
+    await QuestionLog(library.store, clock=lambda: now).record(7, 8, "asked today", answered=True)
+    kept = await library.store.read("SELECT question FROM questions ORDER BY asked_at")
+    assert [q for (q,) in kept] == ["asked 89 days ago", "asked today"]
+
+
 async def test_stats_count_resolved_answers(fake: FakeDiscord, library: Library) -> None:
     await add_seed(fake)
     error, sent = await said(f"!ask {QUESTION}", fake.channel_a, fake.member_a)

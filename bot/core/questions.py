@@ -20,6 +20,10 @@ from datetime import datetime, timedelta, timezone
 from .storage import ArticleStore
 from .tokens import normalise
 
+# Logged questions older than this are deleted (as answer records are): /stats covers 30 days,
+# and /article gaps is about what members ask now. Trimmed with a logged question, hourly.
+QUESTION_RETENTION_DAYS = 90
+TRIM_EVERY = timedelta(hours=1)
 # Periods the stats cover, in days.
 STATS_PERIODS = (7, 30)
 
@@ -79,6 +83,7 @@ class QuestionLog:
         self.store = store
         self.enabled = enabled
         self._clock = clock
+        self._trimmed_at: datetime | None = None
 
     async def record(self, guild_id: int | None, channel_id: int | None, question: str, *, answered: bool) -> int | None:
         """Log a question asked in a server; its id, or None when nothing is stored (log off,
@@ -86,13 +91,19 @@ class QuestionLog:
         question = " ".join(question.split())
         if not self.enabled or guild_id is None or not question or self.store.read_only:
             return None
-        [(row_id, _)] = await self.store.write(
+        now = self._clock()
+        statements = [
             (
                 "INSERT INTO questions (guild_id, channel_id, question, normalised, asked_at, answered)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (guild_id, channel_id, question, normalised_question(question), iso_stamp(self._clock()), int(answered)),
+                (guild_id, channel_id, question, normalised_question(question), iso_stamp(now), int(answered)),
             )
-        )
+        ]
+        if self._trimmed_at is None or now - self._trimmed_at >= TRIM_EVERY:
+            cutoff = iso_stamp(now - timedelta(days=QUESTION_RETENTION_DAYS))
+            statements.append(("DELETE FROM questions WHERE asked_at < ?", (cutoff,)))
+            self._trimmed_at = now
+        [(row_id, _), *_] = await self.store.write(*statements)
         return row_id
 
     async def remember_answer(
