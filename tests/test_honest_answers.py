@@ -181,3 +181,16 @@ def test_the_shipped_model_fits_the_features_and_says_how_it_was_made():
 
 def test_word_rarity_comes_from_english_at_large_not_the_library():
     assert rarity("the") < rarity("dog") < rarity("pastor") < rarity("chongjin") <= 8.0
+
+
+async def test_when_no_word_of_the_question_tells_sentences_apart_the_bot_declines(library: Library) -> None:
+    """Two harbour notices and nothing else: every word of the question is in exactly half of
+    the sentences, so BM25 gives every sentence 0 (rank_bm25's idf, kept exactly) and the order
+    is arbitrary. The bot says nothing matches rather than quote the other town's notice."""
+    for town in ("Kestrel Bay", "Gull Point"):
+        body = f"The harbour at {town} reopened on Monday. Boats from {town} sailed at dawn. The mayor of {town} was there."
+        await library.add_draft(ArticleDraft(title=f"Harbour at {town} reopens", body=body), scope=GLOBAL_SCOPE, added_by="admin")
+    terms, candidates = await library.assess("When did the harbour at Gull Point reopen?")
+    assert terms and candidates == []
+    answer = await library.ask("When did the harbour at Gull Point reopen?")
+    assert not answer.answered and answer.passages == () and answer.declined == NOTHING_MATCHES

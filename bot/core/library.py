@@ -449,6 +449,10 @@ class Library:
         if not terms or not hits or weights is None:
             return terms, []
         best = hits[0].score
+        if best <= 0:
+            # No question word tells sentences apart here (each is in exactly half of them,
+            # where BM25's idf is 0): every sentence ties, and any quote would be a guess.
+            return terms, []
         eligible = [h for h in hits if h.score >= best * MIN_RELATIVE_SCORE]
         seen_texts: set[str] = set()
         kept: list[tuple[Hit, SentenceInContext]] = []
