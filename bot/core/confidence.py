@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Container, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -117,12 +117,11 @@ def features(
     score: float,
     best: float,
     sentence: Collection[str],
-    context: Container[str],
-    pairs: Container[tuple[str, str]] = (),
+    context: TokenText,
 ) -> np.ndarray:
     """The features (FEATURES order) of one candidate: its BM25 `score` (the best candidate's:
-    `best`), the tokens of the sentence, of the sentence with its paragraph, and the adjacent
-    word pairs of the sentence and its paragraph."""
+    `best`), the tokens of the sentence, and the sentence with its paragraph (asked for single
+    words and for adjacent word pairs)."""
     in_sentence = np.fromiter((w in sentence for w in q.words), dtype=bool, count=len(q.words))
     in_context = in_sentence | np.fromiter((w in context for w in q.words), dtype=bool, count=len(q.words))
     prior_total = float(q.prior.sum()) or 1.0
@@ -144,7 +143,7 @@ def features(
             score / best if best > 0 else 0.0,
             float(missing.sum()) / ZIPF_TOP,
             float(len(missing)),
-            sum(p in pairs for p in q.pairs) / len(q.pairs) if q.pairs else 1.0,
+            sum(p in context for p in q.pairs) / len(q.pairs) if q.pairs else 1.0,
             0.0,
             0.0,
             0.0,

@@ -440,9 +440,11 @@ class Library:
             if looked is not None:
                 looked.cancel()
             raise
-        # Read after ranking, when announcements that arrived meanwhile are in.
-        announced = self.store.announced_generation() if looked is None else None
-        if (announced if announced is not None else await (looked or self.store.generation())) != ranked_at:
+        # Announced: read after ranking, when what arrived meanwhile is in (None: the listener was lost).
+        current = self.store.announced_generation() if looked is None else None
+        if current is None:
+            current = await (looked or self.store.generation())
+        if current != ranked_at:
             await self.refresh()
             if self._generation != ranked_at:
                 terms, hits, weights = await asyncio.to_thread(rank)
@@ -786,7 +788,7 @@ def _describe(
     rows = []
     for hit, c in kept:
         context = TokenText(c.paragraph_tokens or c.sentence.tokens)
-        rows.append(features(weights, hit.score, best, frozenset(c.sentence.tokens.split()), context, context))
+        rows.append(features(weights, hit.score, best, frozenset(c.sentence.tokens.split()), context))
     rows = with_best(rows)
     return rows, load_model().passage_confidences(rows)
 

@@ -27,6 +27,7 @@ import asyncpg
 
 from .articles import ArticleDraft, ArticleInfo, DuplicateArticle, SentenceRecord
 from .storage import (
+    GENERATION_SQL,
     MAX_ID,
     Change,
     ChangeLog,
@@ -191,7 +192,6 @@ _MIGRATION_LOCK = 0x71756F74
 # Waits before each try of an operation that met a dead connection: the pool replaces it, and
 # a server that is restarting refuses connections for a moment.
 _RETRY_DELAYS = (0.0, 0.25, 1.0, 2.0)
-_GENERATION_SQL = "SELECT value FROM library_state WHERE key = 'generation'"
 _COMMAND_TIMEOUT = 60.0
 
 # The connection is gone (killed, server restarted or unreachable): the server rolled back
@@ -311,7 +311,7 @@ class PgArticleStore:
                 conn.add_termination_listener(lambda _conn: self._lost_listener(lost))
                 await conn.add_listener(CHANGES_CHANNEL, self._notified)
                 # Read once LISTEN holds: every commit after this read is announced.
-                self._announced = max(self._announced or 0, int(await conn.fetchval(_GENERATION_SQL) or 0))
+                self._announced = max(self._announced or 0, int(await conn.fetchval(GENERATION_SQL) or 0))
                 if not first:
                     self._changed.set()  # what was sent while we were away: read the log
                 first, pause = False, 0.25
@@ -358,7 +358,7 @@ class PgArticleStore:
                     result = await work(conn)
                     if articles:
                         # Still under the row lock: a new value is the generation this write made.
-                        after = await conn.fetchval("SELECT value FROM library_state WHERE key = 'generation'")
+                        after = await conn.fetchval(GENERATION_SQL)
                         made = after if after != before else None
                     committing = True
                 if made is not None:  # only a committed generation is ours
@@ -513,7 +513,7 @@ class PgArticleStore:
         async def read(conn: asyncpg.Connection) -> tuple[int, list[asyncpg.Record]]:
             # One snapshot for both reads: a change committed between them would look like a gap.
             async with _transaction(conn, isolation="repeatable_read", readonly=True):
-                current = await conn.fetchval("SELECT value FROM library_state WHERE key = 'generation'")
+                current = await conn.fetchval(GENERATION_SQL)
                 rows = await conn.fetch(
                     "SELECT generation, article_id, removed FROM changes WHERE generation > $1 ORDER BY generation",
                     after,
@@ -633,7 +633,7 @@ class PgArticleStore:
         return await self._read(lambda conn: conn.fetchval(sql, *args))
 
     async def generation(self) -> int:
-        value = await self._fetchval(_GENERATION_SQL)
+        value = await self._fetchval(GENERATION_SQL)
         return int(value) if value is not None else 0  # type: ignore[call-overload]
 
     async def count_articles(self, scope: int | None = None) -> int:

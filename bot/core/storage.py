@@ -341,6 +341,8 @@ class ChangeLog:
     changes: tuple[Change, ...]
 
 
+# The library's generation, as both stores read it.
+GENERATION_SQL = "SELECT value FROM library_state WHERE key = 'generation'"
 _SENTENCE_COLUMNS = 'id, article_id, seq, paragraph, kind, start, "end", text, tokens'
 _ARTICLE_COLUMNS = (
     "id, scope, title, source, author, url, published, caption, added_by, added_at, sentence_count"
@@ -599,7 +601,7 @@ class ArticleStore:
 
     async def _bump_generation(self) -> int:
         await self._writer.execute("UPDATE library_state SET value = value + 1 WHERE key = 'generation'")
-        async with self._writer.execute("SELECT value FROM library_state WHERE key = 'generation'") as cur:
+        async with self._writer.execute(GENERATION_SQL) as cur:
             row = await cur.fetchone()
         self._pending_generation = int(row[0])
         return self._pending_generation
@@ -632,9 +634,7 @@ class ArticleStore:
             try:
                 await self._reader.execute("BEGIN")
                 try:
-                    state = await self._reader.execute_fetchall(
-                        "SELECT value FROM library_state WHERE key = 'generation'"
-                    )
+                    state = await self._reader.execute_fetchall(GENERATION_SQL)
                     rows = await self._reader.execute_fetchall(
                         "SELECT generation, article_id, removed FROM changes WHERE generation > ? ORDER BY generation",
                         (after,),
@@ -737,7 +737,7 @@ class ArticleStore:
                 raise StoreError(f"The library database cannot be read: {exc}") from exc
 
     async def generation(self) -> int:
-        rows = await self._fetch("SELECT value FROM library_state WHERE key = 'generation'")
+        rows = await self._fetch(GENERATION_SQL)
         return int(rows[0][0]) if rows else 0
 
     def announced_generation(self) -> int | None:
